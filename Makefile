@@ -1,0 +1,41 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv with
+# the pinned dependencies first (once; again when setup.cfg changes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo demo-smoke test test-all lint format clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -e ".[data,export,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: MNIST-1D teacher -> student with ERM, KD and ECL, offline.
+demo: $(STAMP)
+	$(BIN)/python examples/mnist1d_distillation.py
+
+demo-smoke: $(STAMP)
+	$(BIN)/python examples/mnist1d_distillation.py --smoke
+
+## Fast suite (slow tests marked `large` are skipped); `make test-all` runs everything.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "large or not large"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

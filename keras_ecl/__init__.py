@@ -1,0 +1,13 @@
+"""keras_ecl: extracurricular learning for Keras 3.
+
+Distil a teacher into a student by matching their output distributions on real
+inputs and on extracurricular inputs drawn around each batch
+(Pouransari et al., 2020, https://arxiv.org/abs/2007.00051).
+"""
+
+from keras_ecl import heads, losses, samplers
+from keras_ecl.distiller import Distiller
+
+__version__ = "0.1.0"
+
+__all__ = ["Distiller", "heads", "losses", "samplers", "__version__"]

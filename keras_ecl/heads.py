@@ -1,0 +1,384 @@
+"""Heads: how a model's raw outputs become a `tfp.distributions` object.
+
+A head owns the layout of a model's output tensor (logits, or `loc` and a raw
+scale side by side) and builds the matching distribution in float32, so that the
+losses can compare teacher and student with a closed-form KL divergence. Heads
+hold no weights: `HeadLayer` is the small Keras layer that gives a backbone the
+right number of output units.
+"""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+_PACKAGE = "keras_ecl"
+
+
+def _check_positive(name, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
+
+
+class Head:
+    """Base class: turns raw model outputs into a distribution per example.
+
+    Subclasses define `distribution(outputs)`, `negative_log_likelihood`,
+    `serving_outputs` and the number of output units per predicted value
+    (`units_per_output`). Heads are stateless and serializable.
+    """
+
+    units_per_output = 1
+
+    def distribution(self, outputs):
+        """Returns the `tfd.Distribution` (float32) that `outputs` encode."""
+        raise NotImplementedError
+
+    def kl_divergence(self, teacher_outputs, student_outputs):
+        """KL(teacher ‖ student) per example, summed over the event axis."""
+        kl = tfd.kl_divergence(
+            self.distribution(teacher_outputs), self.distribution(student_outputs)
+        )
+        return self._reduce_event(kl)
+
+    def negative_log_likelihood(self, y, outputs):
+        """-log p(y) under the distribution at temperature 1, per example."""
+        raise NotImplementedError
+
+    def uncertainty(self, outputs, measure="entropy"):
+        """Per-example uncertainty: `"entropy"` or `"variance"` of the output."""
+        dist = self.distribution(outputs)
+        if measure == "entropy":
+            return self._reduce_event(dist.entropy())
+        if measure == "variance":
+            return self._reduce_event(dist.variance())
+        raise ValueError(
+            f"`measure` must be one of 'entropy', 'variance'. Received: measure={measure!r}"
+        )
+
+    def serving_outputs(self, outputs):
+        """A dict of user-facing tensors (probabilities, or `loc`/`scale`)."""
+        raise NotImplementedError
+
+    def output_units(self, event_size):
+        """How many output units a model needs to predict `event_size` values."""
+        return self.units_per_output * event_size
+
+    def event_size(self, output_shape, role="model"):
+        """Checks an output shape against this head and returns its event size.
+
+        Args:
+            output_shape: Shape of the raw output, batch axis first.
+            role: `"teacher"`, `"student"` or `"model"`, for the error message.
+
+        Returns:
+            The number of predicted values (classes, or regression outputs).
+
+        Raises:
+            ValueError: If the shape does not fit the head.
+        """
+        output_shape = tuple(output_shape)
+        last = output_shape[-1] if len(output_shape) >= 2 else None
+        if last is None or last % self.units_per_output:
+            raise ValueError(
+                f"The {role}'s output does not fit {type(self).__name__}: "
+                f"expected shape (batch, ..., {self._layout_hint()}). "
+                f"Received: shape={output_shape}"
+            )
+        return last // self.units_per_output
+
+    def _layout_hint(self):
+        return "num_classes"
+
+    @staticmethod
+    def _reduce_event(values):
+        return values
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Categorical(Head):
+    """Class probabilities from logits: `tfd.Categorical(logits / temperature)`.
+
+    The distillation KL is multiplied by `temperature**2` so its gradients keep
+    the scale of the hard-label loss (Hinton et al., 2015). The supervised
+    negative log-likelihood always uses temperature 1.
+
+    Args:
+        temperature: Softening temperature of the distillation target, > 0.
+            Defaults to 1.0.
+
+    Example:
+
+    ```python
+    head = keras_ecl.heads.Categorical(temperature=4.0)
+    dist = head.distribution(tf.constant([[2.0, 0.0, -2.0]]))
+    dist.probs_parameter()  # softened class probabilities
+    ```
+    """
+
+    def __init__(self, temperature=1.0):
+        _check_positive("temperature", temperature)
+        self.temperature = float(temperature)
+
+    def distribution(self, outputs):
+        logits = tf.cast(outputs, tf.float32)
+        return tfd.Categorical(logits=logits / self.temperature)
+
+    def kl_divergence(self, teacher_outputs, student_outputs):
+        return super().kl_divergence(teacher_outputs, student_outputs) * (self.temperature**2)
+
+    def negative_log_likelihood(self, y, outputs):
+        logits = tf.cast(outputs, tf.float32)
+        y = tf.convert_to_tensor(y)
+        if y.dtype.is_floating and y.shape.rank == logits.shape.rank:
+            # One-hot or soft labels.
+            return -tf.reduce_sum(y * tf.nn.log_softmax(logits), axis=-1)
+        y = tf.cast(y, tf.int32)
+        if y.shape.rank == logits.shape.rank:
+            y = tf.squeeze(y, axis=-1)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+
+    def uncertainty(self, outputs, measure="entropy"):
+        if measure == "variance":
+            # Total variance of the one-hot vector: 1 - sum(p^2).
+            probs = self.distribution(outputs).probs_parameter()
+            return 1.0 - tf.reduce_sum(tf.square(probs), axis=-1)
+        return super().uncertainty(outputs, measure)
+
+    def serving_outputs(self, outputs):
+        logits = tf.cast(outputs, tf.float32)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+    def get_config(self):
+        return {"temperature": self.temperature}
+
+
+class _LocationScale(Head):
+    """A per-output location-scale distribution from `[loc, raw_scale]` units.
+
+    The raw output's last axis holds `2 * event_size` units: the first half is
+    `loc`, the second half goes through `softplus(raw) + min_scale`. A list or
+    tuple `(loc, raw_scale)` of two tensors is accepted too.
+    """
+
+    units_per_output = 2
+    _distribution_class = None
+
+    def __init__(self, min_scale=1e-3):
+        _check_positive("min_scale", min_scale)
+        self.min_scale = float(min_scale)
+
+    def split(self, outputs):
+        """Returns `(loc, scale)` float32 tensors from raw outputs."""
+        if isinstance(outputs, (list, tuple)):
+            loc, raw_scale = outputs
+        else:
+            loc, raw_scale = tf.split(outputs, 2, axis=-1)
+        loc = tf.cast(loc, tf.float32)
+        scale = tf.nn.softplus(tf.cast(raw_scale, tf.float32)) + self.min_scale
+        return loc, scale
+
+    def distribution(self, outputs):
+        loc, scale = self.split(outputs)
+        return self._distribution_class(loc=loc, scale=scale)
+
+    def negative_log_likelihood(self, y, outputs):
+        dist = self.distribution(outputs)
+        y = tf.cast(y, tf.float32)
+        if y.shape.rank == dist.batch_shape.rank - 1:
+            y = y[..., None]
+        return self._reduce_event(-dist.log_prob(y))
+
+    def serving_outputs(self, outputs):
+        loc, scale = self.split(outputs)
+        return {"loc": loc, "scale": scale}
+
+    def event_size(self, output_shape, role="model"):
+        if (
+            isinstance(output_shape, (list, tuple))
+            and output_shape
+            and isinstance(output_shape[0], (list, tuple))
+        ):
+            loc_shape, scale_shape = output_shape
+            if tuple(loc_shape) != tuple(scale_shape):
+                raise ValueError(
+                    f"The {role}'s `loc` and `raw_scale` outputs must have the "
+                    f"same shape. Received: loc={tuple(loc_shape)}, "
+                    f"raw_scale={tuple(scale_shape)}"
+                )
+            return loc_shape[-1]
+        return super().event_size(output_shape, role)
+
+    def _layout_hint(self):
+        return "2 * num_outputs) laid out as [loc, raw_scale] (or a pair of tensors"
+
+    @staticmethod
+    def _reduce_event(values):
+        # Outputs are independent: the joint KL/NLL is the sum over outputs.
+        return tf.reduce_sum(values, axis=-1)
+
+    def get_config(self):
+        return {"min_scale": self.min_scale}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Normal(_LocationScale):
+    """Independent `tfd.Normal(loc, scale)` per regression output.
+
+    The raw output's last axis is `[loc (d units), raw_scale (d units)]`, and
+    `scale = softplus(raw_scale) + min_scale`. Train a regression teacher with
+    `keras_ecl.losses.NegativeLogLikelihood(Normal())` so that its scale carries
+    its uncertainty.
+
+    Args:
+        min_scale: Floor added to the softplus scale, > 0. Defaults to 1e-3.
+
+    Example:
+
+    ```python
+    head = keras_ecl.heads.Normal()
+    dist = head.distribution(tf.constant([[0.5, 0.0]]))  # loc=0.5, raw_scale=0
+    dist.stddev()  # softplus(0) + 1e-3
+    ```
+    """
+
+    _distribution_class = tfd.Normal
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Laplace(_LocationScale):
+    """Independent `tfd.Laplace(loc, scale)` per regression output.
+
+    Same `[loc, raw_scale]` layout as `Normal`; heavier tails, so an L1-like
+    negative log-likelihood that is robust to outliers.
+
+    Args:
+        min_scale: Floor added to the softplus scale, > 0. Defaults to 1e-3.
+
+    Example:
+
+    ```python
+    head = keras_ecl.heads.Laplace()
+    head.distribution(tf.constant([[0.5, 0.0]])).mean()  # [[0.5]]
+    ```
+    """
+
+    _distribution_class = tfd.Laplace
+
+
+def get(identifier):
+    """Returns a head from an instance, a name or a serialized config.
+
+    Args:
+        identifier: A `Head`, one of `"categorical"`, `"normal"`, `"laplace"`,
+            or a dict from `keras.saving.serialize_keras_object`.
+
+    Returns:
+        A `Head` instance.
+
+    Raises:
+        ValueError: If `identifier` names no head.
+    """
+    if isinstance(identifier, Head):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    names = {"categorical": Categorical, "normal": Normal, "laplace": Laplace}
+    if isinstance(identifier, str) and identifier.lower() in names:
+        return names[identifier.lower()]()
+    raise ValueError(
+        f"`head` must be a keras_ecl.heads.Head or one of {sorted(names)}. "
+        f"Received: head={identifier!r}"
+    )
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class HeadLayer(keras.layers.Layer):
+    """Dense layer that maps backbone features to a head's raw parameters.
+
+    Gives any backbone a probabilistic output: `num_classes` logits for
+    `Categorical`, or `[loc, raw_scale]` (2 units per output) for `Normal` and
+    `Laplace`. The raw-scale bias starts at `softplus^-1(initial_scale)`.
+
+    Args:
+        head: A `Head` (or its name) whose layout to produce.
+        event_size: Number of classes, or number of regression outputs.
+        initial_scale: Starting scale of location-scale heads, > 0.
+            Defaults to 1.0.
+        **kwargs: Forwarded to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    inputs = keras.Input((8,))
+    features = keras.layers.Dense(32, activation="relu")(inputs)
+    outputs = keras_ecl.heads.HeadLayer("normal", event_size=1)(features)
+    model = keras.Model(inputs, outputs)  # outputs [loc, raw_scale]
+    ```
+    """
+
+    def __init__(self, head, event_size, initial_scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(event_size, int) or isinstance(event_size, bool) or event_size < 1:
+            raise ValueError(
+                f"`event_size` must be an integer >= 1. Received: event_size={event_size!r}"
+            )
+        _check_positive("initial_scale", initial_scale)
+        self.head = get(head)
+        self.event_size = event_size
+        self.initial_scale = float(initial_scale)
+        # Pass `trainable` on: a frozen, deserialized head must stay frozen.
+        self.dense = keras.layers.Dense(
+            self.head.output_units(event_size),
+            name="params",
+            dtype=self.dtype_policy,
+            trainable=self.trainable,
+        )
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        if isinstance(self.head, _LocationScale):
+            raw = max(self.initial_scale - self.head.min_scale, 1e-6)
+            inverse_softplus = float(tfp.math.softplus_inverse(raw))
+            bias = keras.ops.concatenate(
+                [
+                    keras.ops.zeros((self.event_size,)),
+                    keras.ops.full((self.event_size,), inverse_softplus),
+                ]
+            )
+            self.dense.bias.assign(bias)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return self.dense.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "head": keras.saving.serialize_keras_object(self.head),
+                "event_size": self.event_size,
+                "initial_scale": self.initial_scale,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["head"] = get(config["head"])
+        return cls(**config)

@@ -1,0 +1,447 @@
+"""Samplers: extracurricular inputs drawn around the current batch.
+
+A sampler approximates the data distribution near a batch and draws
+`num_samples` new inputs per real input (mixup, CutMix, a Gaussian kernel
+density estimate, a mixture of these, or any callable). Draws come from
+`tensorflow_probability` distributions seeded by a tracked
+`keras.random.SeedGenerator`, folded with the replica id under `tf.distribute`,
+so a seed reproduces a run in eager mode, inside `tf.function` and under XLA.
+
+Output `j * batch_size + i` is always derived from real input `i` (its anchor),
+and the output has the input's trailing shape and dtype.
+"""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+_PACKAGE = "keras_ecl"
+
+
+def _check_positive(name, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
+
+
+def _tile(x, num_samples):
+    """Repeats the batch `num_samples` times along axis 0."""
+    return tf.tile(x, [num_samples] + [1] * (x.shape.rank - 1))
+
+
+def _broadcast_per_example(values, like):
+    """Reshapes a `(batch,)` vector to broadcast against `like`."""
+    return tf.reshape(tf.cast(values, like.dtype), [-1] + [1] * (like.shape.rank - 1))
+
+
+class Sampler(keras.layers.Layer):
+    """Base class of samplers: `sampler(x, num_samples=k)` returns `k * batch` inputs.
+
+    Subclasses implement `sample(x, num_samples, seed)` with stateless draws
+    from `seed` (an int32 tensor of shape `(2,)`). The base class checks the
+    input, draws a fresh per-replica seed and checks the output shape/dtype.
+
+    Args:
+        seed: Integer seed of the sampler's `keras.random.SeedGenerator`.
+            Defaults to None (a random seed).
+        **kwargs: Forwarded to `keras.layers.Layer`.
+    """
+
+    # Mixing samplers average inputs, which only makes sense for floats.
+    requires_float = True
+
+    def __init__(self, seed=None, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, num_samples=1):
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(
+                f"`num_samples` must be an integer >= 1. Received: num_samples={num_samples!r}"
+            )
+        x = tf.convert_to_tensor(inputs)
+        self.check_input(x)
+        outputs = self.sample(x, num_samples, self.next_seed())
+        expected = tf.TensorShape(
+            [None if x.shape[0] is None else x.shape[0] * num_samples]
+        ).concatenate(x.shape[1:])
+        if not expected.is_compatible_with(outputs.shape) or outputs.dtype != x.dtype:
+            raise ValueError(
+                f"Sampler {self.name!r} must return inputs shaped like its input "
+                f"repeated num_samples={num_samples} times. Expected: "
+                f"shape={tuple(expected)}, dtype={x.dtype.name}. Received: "
+                f"shape={tuple(outputs.shape)}, dtype={outputs.dtype.name}"
+            )
+        return outputs
+
+    def sample(self, x, num_samples, seed):
+        raise NotImplementedError
+
+    def check_input(self, x):
+        """Raises a clear error if `x` cannot be sampled from."""
+        if x.shape.rank is None or x.shape.rank < 2:
+            raise ValueError(
+                f"Sampler {self.name!r} expects a batch of shape (batch, ...) with "
+                f"rank >= 2. Received: shape={tuple(x.shape)}"
+            )
+        if self.requires_float and not x.dtype.is_floating:
+            raise TypeError(
+                f"Sampler {self.name!r} mixes inputs and needs a floating-point "
+                f"input. Received: dtype={x.dtype.name}. Cast the inputs to "
+                "float32 or wrap an integer-aware generator in FromCallable."
+            )
+
+    def next_seed(self):
+        """A fresh stateless seed, different on every replica."""
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # SeedGenerator.next() gives every replica the same state.
+            replica_id = tf.cast(context.replica_id_in_sync_group, tf.int32)
+            seed = tf.random.experimental.stateless_fold_in(seed, replica_id)
+        return seed
+
+    def get_config(self):
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config
+
+
+def _partners(batch_size, total, seed):
+    """Indices of a partner for each of `total` anchors, never the anchor itself."""
+    anchors = tf.range(total) % batch_size
+    offsets = tf.random.stateless_uniform(
+        [total], seed, minval=1, maxval=tf.maximum(batch_size, 2), dtype=tf.int32
+    )
+    return (anchors + offsets) % batch_size
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MixUp(Sampler):
+    """Convex combinations of pairs of inputs: `lam * x_i + (1 - lam) * x_j`.
+
+    `lam ~ tfd.Beta(alpha, alpha)` per synthetic input and `j` is another
+    input of the batch drawn uniformly. Works for inputs of any rank >= 2
+    (tabular, signals, images).
+
+    Args:
+        alpha: Concentration of the symmetric Beta, > 0. Small values keep
+            samples near the data, `alpha=1` is uniform. Defaults to 1.0.
+        seed: Integer seed. Defaults to None.
+        **kwargs: Forwarded to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    sampler = keras_ecl.samplers.MixUp(alpha=0.4, seed=0)
+    synthetic = sampler(np.random.rand(8, 40).astype("float32"), num_samples=2)
+    synthetic.shape  # (16, 40)
+    ```
+
+    References:
+        - [Zhang et al., 2018](https://arxiv.org/abs/1710.09412)
+    """
+
+    def __init__(self, alpha=1.0, seed=None, **kwargs):
+        _check_positive("alpha", alpha)
+        super().__init__(seed=seed, **kwargs)
+        self.alpha = float(alpha)
+
+    def sample(self, x, num_samples, seed):
+        batch_size = tf.shape(x)[0]
+        total = batch_size * num_samples
+        lam_seed, partner_seed = tfp.random.split_seed(seed, n=2)
+        lam = tfd.Beta(self.alpha, self.alpha).sample(total, seed=lam_seed)
+        anchors = _tile(x, num_samples)
+        partners = tf.gather(x, _partners(batch_size, total, partner_seed))
+        lam = _broadcast_per_example(lam, x)
+        return lam * anchors + (1.0 - lam) * partners
+
+    def get_config(self):
+        config = super().get_config()
+        config["alpha"] = self.alpha
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CutMix(Sampler):
+    """Pastes a box of another input into each input.
+
+    For `(batch, height, width, channels)` images the box covers a fraction
+    `1 - lam` of the image, `lam ~ tfd.Beta(alpha, alpha)`; its position is
+    `tfd.Uniform` with the box kept inside the image, so the pasted area is
+    exactly `1 - lam` up to rounding. All axes between batch and channels are
+    cut (rank 3 inputs are `(batch, length, channels)` signals); a rank 2 input
+    `(batch, features)` is treated as one signal and a segment of it is cut.
+
+    Args:
+        alpha: Concentration of the symmetric Beta, > 0. Defaults to 1.0.
+        seed: Integer seed. Defaults to None.
+        **kwargs: Forwarded to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    sampler = keras_ecl.samplers.CutMix(seed=0)
+    images = np.random.rand(4, 8, 8, 1).astype("float32")
+    sampler(images, num_samples=1).shape  # (4, 8, 8, 1)
+    ```
+
+    References:
+        - [Yun et al., 2019](https://arxiv.org/abs/1905.04899)
+    """
+
+    def __init__(self, alpha=1.0, seed=None, **kwargs):
+        _check_positive("alpha", alpha)
+        super().__init__(seed=seed, **kwargs)
+        self.alpha = float(alpha)
+
+    def sample(self, x, num_samples, seed):
+        rank = x.shape.rank
+        axes = [1] if rank == 2 else list(range(1, rank - 1))
+        batch_size = tf.shape(x)[0]
+        total = batch_size * num_samples
+        lam_seed, box_seed, partner_seed = tfp.random.split_seed(seed, n=3)
+        lam = tfd.Beta(self.alpha, self.alpha).sample(total, seed=lam_seed)
+        # Equal side fractions whose product is the pasted area 1 - lam.
+        side = tf.pow(1.0 - lam, 1.0 / len(axes))
+        position = tfd.Uniform(0.0, 1.0).sample([total, len(axes)], seed=box_seed)
+        mask = None
+        for i, axis in enumerate(axes):
+            length = tf.shape(x)[axis]
+            length_f = tf.cast(length, tf.float32)
+            cut = tf.cast(tf.round(side * length_f), tf.int32)
+            start = tf.cast(
+                tf.floor(position[:, i] * tf.cast(length - cut + 1, tf.float32)),
+                tf.int32,
+            )
+            start = tf.minimum(start, length - cut)
+            index = tf.range(length)[None, :]
+            inside = (index >= start[:, None]) & (index < (start + cut)[:, None])
+            shape = [-1] + [1] * (rank - 1)
+            shape[axis] = length
+            inside = tf.reshape(inside, shape)
+            mask = inside if mask is None else mask & inside
+        anchors = _tile(x, num_samples)
+        partners = tf.gather(x, _partners(batch_size, total, partner_seed))
+        return tf.where(mask, partners, anchors)
+
+    def get_config(self):
+        config = super().get_config()
+        config["alpha"] = self.alpha
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class GaussianNoise(Sampler):
+    """Gaussian kernel density estimate around the batch: `x_i + scale * eps`.
+
+    Each synthetic input picks its anchor `x_i` and adds `tfd.Normal(0, scale)`
+    noise, i.e. it is a draw from a KDE with bandwidth `scale` centred on the
+    batch. `scale` is in input units: standardise inputs first, or choose it
+    per data set on a validation split.
+
+    Args:
+        scale: Standard deviation of the kernel, > 0. Defaults to 0.1.
+        seed: Integer seed. Defaults to None.
+        **kwargs: Forwarded to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    sampler = keras_ecl.samplers.GaussianNoise(scale=0.3, seed=0)
+    sampler(np.zeros((4, 40), "float32"), num_samples=3).shape  # (12, 40)
+    ```
+    """
+
+    def __init__(self, scale=0.1, seed=None, **kwargs):
+        _check_positive("scale", scale)
+        super().__init__(seed=seed, **kwargs)
+        self.scale = float(scale)
+
+    def sample(self, x, num_samples, seed):
+        anchors = _tile(x, num_samples)
+        noise = tfd.Normal(0.0, self.scale).sample(tf.shape(anchors), seed=seed)
+        return anchors + tf.cast(noise, x.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["scale"] = self.scale
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Identity(Sampler):
+    """Returns the real batch unchanged, repeated `num_samples` times.
+
+    A control: "extracurricular" training with this sampler changes only the
+    loss weighting, not the inputs, so a gain over it is due to new samples.
+
+    Example:
+
+    ```python
+    keras_ecl.samplers.Identity()(np.ones((2, 3), "float32"), num_samples=2)
+    ```
+    """
+
+    requires_float = False
+
+    def sample(self, x, num_samples, seed):
+        return _tile(x, num_samples)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class OneOf(Sampler):
+    """A mixture of samplers: each synthetic input comes from one of them.
+
+    The component is drawn per synthetic input from
+    `tfd.Categorical(probs=probs)`. Every component runs on the whole batch
+    (static shapes for XLA/TPU) and the choice selects among their outputs.
+
+    Args:
+        samplers: A non-empty list of `Sampler`s.
+        probs: Mixture probabilities, one per sampler, summing to 1.
+            Defaults to None (uniform).
+        seed: Integer seed of the component choice. Defaults to None.
+        **kwargs: Forwarded to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    sampler = keras_ecl.samplers.OneOf(
+        [keras_ecl.samplers.MixUp(), keras_ecl.samplers.GaussianNoise(0.3)],
+        probs=[0.7, 0.3],
+    )
+    ```
+    """
+
+    def __init__(self, samplers, probs=None, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        samplers = list(samplers) if isinstance(samplers, (list, tuple)) else samplers
+        if (
+            not isinstance(samplers, list)
+            or not samplers
+            or not all(isinstance(s, Sampler) for s in samplers)
+        ):
+            raise ValueError(
+                "`samplers` must be a non-empty list of keras_ecl.samplers.Sampler. "
+                f"Received: samplers={samplers!r}"
+            )
+        if probs is not None:
+            probs = [float(p) for p in probs]
+            if len(probs) != len(samplers) or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
+                raise ValueError(
+                    f"`probs` must be {len(samplers)} non-negative numbers summing "
+                    f"to 1. Received: probs={probs!r}"
+                )
+        self.samplers = samplers
+        self.probs = probs
+        self.requires_float = any(s.requires_float for s in samplers)
+
+    def sample(self, x, num_samples, seed):
+        outputs = tf.stack([s(x, num_samples=num_samples) for s in self.samplers], axis=1)
+        probs = self.probs or [1.0 / len(self.samplers)] * len(self.samplers)
+        choice = tfd.Categorical(probs=probs).sample(tf.shape(outputs)[0], seed=seed)
+        return tf.gather(outputs, choice, axis=1, batch_dims=1)
+
+    def get_config(self):
+        config = super().get_config()
+        config["samplers"] = [keras.saving.serialize_keras_object(s) for s in self.samplers]
+        config["probs"] = self.probs
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["samplers"] = [keras.saving.deserialize_keras_object(s) for s in config["samplers"]]
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FromCallable(Sampler):
+    """Wraps a Keras layer, model or function as a sampler.
+
+    The batch is repeated `num_samples` times and passed through `function`:
+    an augmentation layer (`keras.layers.RandAugment`, `keras.layers.AugMix`),
+    or a generator network that maps inputs to new
+    inputs. Keras layers are called with `training=True` and kept frozen. The
+    output must keep the input's shape and dtype.
+
+    Args:
+        function: A `keras.layers.Layer` or a callable `x -> x_new`.
+        seed: Unused by the wrapper itself (layers carry their own seeds);
+            kept for a uniform signature. Defaults to None.
+        **kwargs: Forwarded to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    augment = keras.layers.RandAugment(value_range=(0, 1), seed=0)
+    sampler = keras_ecl.samplers.FromCallable(augment)
+    ```
+    """
+
+    requires_float = False
+
+    def __init__(self, function, seed=None, **kwargs):
+        if not callable(function):
+            raise ValueError(
+                f"`function` must be a Keras layer or a callable. Received: function={function!r}"
+            )
+        super().__init__(seed=seed, **kwargs)
+        self.function = function
+        if isinstance(function, keras.layers.Layer):
+            function.trainable = False
+
+    def sample(self, x, num_samples, seed):
+        anchors = _tile(x, num_samples)
+        if isinstance(self.function, keras.layers.Layer):
+            outputs = self.function(anchors, training=True)
+        else:
+            outputs = self.function(anchors)
+        return tf.convert_to_tensor(outputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config["function"] = keras.saving.serialize_keras_object(self.function)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["function"] = keras.saving.deserialize_keras_object(config["function"])
+        return cls(**config)
+
+
+def get(identifier):
+    """Returns a sampler from an instance, a name or a serialized config.
+
+    Args:
+        identifier: A `Sampler`, one of `"mixup"`, `"cutmix"`,
+            `"gaussian_noise"`, `"identity"`, or a serialized dict.
+
+    Returns:
+        A `Sampler`.
+
+    Raises:
+        ValueError: If `identifier` names no sampler.
+    """
+    if isinstance(identifier, Sampler):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    names = {
+        "mixup": MixUp,
+        "cutmix": CutMix,
+        "gaussian_noise": GaussianNoise,
+        "identity": Identity,
+    }
+    if isinstance(identifier, str) and identifier.lower() in names:
+        return names[identifier.lower()]()
+    raise ValueError(
+        f"`sampler` must be a keras_ecl.samplers.Sampler or one of {sorted(names)}. "
+        f"Received: sampler={identifier!r}"
+    )
