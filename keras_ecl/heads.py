@@ -80,7 +80,7 @@ class Head:
         """
         output_shape = tuple(output_shape)
         last = output_shape[-1] if len(output_shape) >= 2 else None
-        if last is None or last % self.units_per_output:
+        if not last or last % self.units_per_output:
             raise ValueError(
                 f"The {role}'s output does not fit {type(self).__name__}: "
                 f"expected shape (batch, ..., {self._layout_hint()}). "
@@ -142,9 +142,11 @@ class Categorical(Head):
     def negative_log_likelihood(self, y, outputs):
         logits = tf.cast(outputs, tf.float32)
         y = tf.convert_to_tensor(y)
-        if y.dtype.is_floating and y.shape.rank == logits.shape.rank:
-            # One-hot or soft labels.
-            return -tf.reduce_sum(y * tf.nn.log_softmax(logits), axis=-1)
+        same_rank = y.shape.rank == logits.shape.rank
+        # keras.losses.Loss casts labels to float, so the dtype cannot tell
+        # class ids from one-hot rows: the width of the last axis does.
+        if same_rank and y.shape[-1] == logits.shape[-1] and logits.shape[-1] != 1:
+            return -tf.reduce_sum(tf.cast(y, tf.float32) * tf.nn.log_softmax(logits), axis=-1)
         y = tf.cast(y, tf.int32)
         if y.shape.rank == logits.shape.rank:
             y = tf.squeeze(y, axis=-1)

@@ -113,7 +113,7 @@ def uncertainty_weights(head, teacher_outputs, measure="entropy"):
     overall scale. No gradient flows through them.
 
     Args:
-        head: The `keras_ecl.heads.Head` of the teacher's outputs.
+        head: The `keras_ecl.heads.Head` (or its name) of the teacher's outputs.
         teacher_outputs: Raw teacher outputs, batch first.
         measure: `"entropy"` or `"variance"` of the teacher's distribution.
             Defaults to "entropy".
@@ -128,6 +128,7 @@ def uncertainty_weights(head, teacher_outputs, measure="entropy"):
         raise ValueError(
             f"`measure` must be one of {UNCERTAINTY_MEASURES}. Received: measure={measure!r}"
         )
+    head = heads_lib.get(head)
     values = tf.stop_gradient(head.uncertainty(teacher_outputs, measure))
     if measure == "entropy":
         values = tf.exp(values)

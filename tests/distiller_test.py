@@ -1,0 +1,586 @@
+"""Tests of keras_ecl.Distiller: loss terms, training, I/O and bad input."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_ecl
+from keras_ecl import heads, samplers
+
+NUM_FEATURES = 6
+NUM_CLASSES = 3
+
+
+def make_data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, NUM_FEATURES)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0.5).astype("int32")
+    return x, y
+
+
+def make_regression_data(n=96, outputs=1, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, NUM_FEATURES)).astype("float32")
+    y = np.sin(3 * x[:, :outputs]) + 0.1 * rng.normal(size=(n, outputs))
+    return x, y.astype("float32")
+
+
+def mlp(units, outputs, name=None):
+    return keras.Sequential(
+        [
+            keras.Input((NUM_FEATURES,)),
+            keras.layers.Dense(units, activation="relu"),
+            keras.layers.Dense(outputs),
+        ],
+        name=name,
+    )
+
+
+def softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def weights_of(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def assert_same_weights(a, b):
+    assert len(a) == len(b)
+    for wa, wb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(wa, wb)
+
+
+# Loss terms.
+
+
+@pytest.mark.parametrize("supervised_weight", [0.0, 0.3, 1.0])
+def test_kd_loss_terms_match_hand_computation(supervised_weight):
+    x, y = make_data()
+    teacher, student = mlp(16, NUM_CLASSES), mlp(4, NUM_CLASSES)
+    temperature = 2.5
+    distiller = keras_ecl.Distiller(
+        student,
+        teacher,
+        head=heads.Categorical(temperature),
+        mode="kd",
+        supervised_weight=supervised_weight,
+    )
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+
+    t_logits = teacher.predict(x, verbose=0).astype("float64")
+    s_logits = student.predict(x, verbose=0).astype("float64")
+    p_t, p_s = softmax(t_logits / temperature), softmax(s_logits / temperature)
+    kl = np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=-1)) * temperature**2
+    ce = np.mean(-np.log(softmax(s_logits)[np.arange(len(y)), y]))
+    assert logs["distillation_loss"] == pytest.approx(kl, rel=1e-4)
+    assert logs["loss"] == pytest.approx(
+        supervised_weight * ce + (1 - supervised_weight) * kl, rel=1e-4
+    )
+    if supervised_weight > 0:
+        assert logs["student_loss"] == pytest.approx(ce, rel=1e-4)
+    else:
+        assert "student_loss" not in logs
+    assert "extracurricular_loss" not in logs
+
+
+def test_ecl_with_identity_sampler_equals_kd_on_real_inputs():
+    """Synthetic copies of the batch give KL_synthetic == KL_real in evaluation."""
+    x, y = make_data()
+    teacher, student = mlp(16, NUM_CLASSES), mlp(4, NUM_CLASSES)
+    common = dict(head=heads.Categorical(3.0), supervised_weight=0.4)
+    ecl = keras_ecl.Distiller(
+        student, teacher, sampler=samplers.Identity(), samples_per_example=3, **common
+    )
+    kd = keras_ecl.Distiller(student, teacher, mode="kd", **common)
+    for distiller in (ecl, kd):
+        distiller.compile(optimizer="sgd")
+    ecl_logs = ecl.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+    kd_logs = kd.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+    assert ecl_logs["extracurricular_loss"] == pytest.approx(
+        ecl_logs["distillation_loss"], rel=1e-5
+    )
+    assert ecl_logs["loss"] == pytest.approx(kd_logs["loss"], rel=1e-5)
+
+
+def test_ecl_loss_combines_terms_with_sample_count():
+    x, y = make_data()
+    k, w = 2, 0.25
+    distiller = keras_ecl.Distiller(
+        mlp(4, NUM_CLASSES),
+        mlp(16, NUM_CLASSES),
+        sampler=samplers.MixUp(seed=3),
+        samples_per_example=k,
+        supervised_weight=w,
+    )
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+    expected = w * logs["student_loss"] + (1 - w) * (
+        logs["distillation_loss"] + k * logs["extracurricular_loss"]
+    ) / (1 + k)
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+    assert logs["extracurricular_loss"] != pytest.approx(logs["distillation_loss"], rel=1e-3)
+
+
+def test_erm_needs_no_teacher_and_reports_only_the_supervised_loss():
+    x, y = make_data()
+    distiller = keras_ecl.Distiller(mlp(4, NUM_CLASSES), mode="erm")
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(x, y, epochs=2, verbose=0)
+    assert set(history.history) == {"loss", "student_loss", "accuracy"}
+    np.testing.assert_allclose(history.history["loss"], history.history["student_loss"], rtol=1e-6)
+
+
+def test_uncertainty_weighting_changes_extracurricular_loss():
+    x, y = make_data()
+    teacher, student = mlp(16, NUM_CLASSES), mlp(4, NUM_CLASSES)
+    values = {}
+    for weighting in (None, "entropy"):
+        distiller = keras_ecl.Distiller(
+            student,
+            teacher,
+            sampler=samplers.MixUp(seed=5),
+            uncertainty_weighting=weighting,
+        )
+        distiller.compile(optimizer="sgd")
+        logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+        values[weighting] = logs["extracurricular_loss"]
+    assert values["entropy"] != pytest.approx(values[None], rel=1e-4)
+
+
+def test_compile_loss_replaces_the_supervised_term():
+    x, y = make_data()
+    student = mlp(4, NUM_CLASSES)
+    distiller = keras_ecl.Distiller(student, mode="erm")
+
+    def logit_energy(y_true, y_pred):
+        return keras.ops.mean(keras.ops.square(y_pred), axis=-1)
+
+    distiller.compile(optimizer="sgd", loss=logit_energy)
+    logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+    expected = np.mean(np.square(student.predict(x, verbose=0)))
+    assert logs["student_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+# Training.
+
+
+def test_fit_trains_only_the_student():
+    x, y = make_data()
+    teacher, student = mlp(16, NUM_CLASSES), mlp(4, NUM_CLASSES)
+    teacher_before, student_before = weights_of(teacher), weights_of(student)
+    distiller = keras_ecl.Distiller(student, teacher, sampler=samplers.GaussianNoise(0.2))
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert_same_weights(teacher_before, weights_of(teacher))
+    changed = [
+        not np.array_equal(a, b) for a, b in zip(student_before, weights_of(student), strict=True)
+    ]
+    assert all(changed)
+    assert {v.path for v in distiller.trainable_variables} == {
+        v.path for v in student.trainable_variables
+    }
+
+
+def test_distillation_moves_the_student_towards_the_teacher():
+    x, y = make_data(256)
+    teacher = mlp(32, NUM_CLASSES)
+    teacher.compile("adam", keras_ecl.losses.NegativeLogLikelihood())
+    teacher.fit(x, y, epochs=20, verbose=0)
+    distiller = keras_ecl.Distiller(
+        mlp(16, NUM_CLASSES), teacher, sampler=samplers.MixUp(seed=0), supervised_weight=0.0
+    )
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = distiller.evaluate(x, y, verbose=0, return_dict=True)["distillation_loss"]
+    distiller.fit(x, y, epochs=15, batch_size=32, verbose=0)
+    after = distiller.evaluate(x, y, verbose=0, return_dict=True)["distillation_loss"]
+    assert after < 0.5 * before
+
+
+def _head_case(head_name):
+    if head_name == "categorical":
+        x, y = make_data()
+        return x, y, heads.Categorical(2.0), NUM_CLASSES
+    x, y = make_regression_data(outputs=2)
+    return x, y, heads.get(head_name), 4
+
+
+SAMPLERS = {
+    "mixup": lambda: samplers.MixUp(seed=1),
+    "cutmix": lambda: samplers.CutMix(seed=1),
+    "gaussian_noise": lambda: samplers.GaussianNoise(0.3, seed=1),
+    "one_of": lambda: samplers.OneOf(
+        [samplers.MixUp(seed=1), samplers.GaussianNoise(0.3, seed=2)], seed=3
+    ),
+    "from_callable": lambda: samplers.FromCallable(lambda x: x[::-1] * 0.5),
+    "identity": lambda: samplers.Identity(),
+}
+
+
+def _short_fit(head_name, sampler_name, jit_compile):
+    x, y, head, units = _head_case(head_name)
+    distiller = keras_ecl.Distiller(
+        mlp(4, units),
+        mlp(16, units),
+        head=head,
+        sampler=SAMPLERS[sampler_name](),
+        samples_per_example=2,
+    )
+    distiller.compile(optimizer="adam", jit_compile=jit_compile)
+    history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    for key in ("loss", "distillation_loss", "extracurricular_loss"):
+        assert np.all(np.isfinite(history.history[key])), key
+    assert history.history["loss"][-1] < history.history["loss"][0] * 1.5
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("head_name", ["categorical", "normal", "laplace"])
+def test_short_fit_per_head(head_name, jit_compile):
+    _short_fit(head_name, "one_of", jit_compile)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("sampler_name", sorted(SAMPLERS))
+def test_short_fit_per_sampler(sampler_name, jit_compile):
+    _short_fit("categorical", sampler_name, jit_compile)
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("sampler_name", sorted(SAMPLERS))
+@pytest.mark.parametrize("head_name", ["normal", "laplace"])
+def test_short_fit_head_sampler_matrix(head_name, sampler_name, jit_compile):
+    _short_fit(head_name, sampler_name, jit_compile)
+
+
+def test_regression_with_a_pair_of_outputs():
+    x, y = make_regression_data(outputs=1)
+
+    def two_outputs(units):
+        inputs = keras.Input((NUM_FEATURES,))
+        hidden = keras.layers.Dense(units, activation="relu")(inputs)
+        return keras.Model(inputs, [keras.layers.Dense(1)(hidden), keras.layers.Dense(1)(hidden)])
+
+    distiller = keras_ecl.Distiller(two_outputs(4), two_outputs(16), head="normal")
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert np.all(np.isfinite(history.history["extracurricular_loss"]))
+
+
+def test_fit_with_dataset_sample_weight_validation_and_callbacks(tmp_path):
+    x, y = make_data(128)
+    sample_weight = np.linspace(0.5, 1.5, len(x)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, sample_weight)).batch(32)
+    distiller = keras_ecl.Distiller(mlp(4, NUM_CLASSES), mlp(16, NUM_CLASSES))
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    checkpoint = tmp_path / "best.keras"
+    history = distiller.fit(
+        dataset,
+        validation_data=(x[:64], y[:64]),
+        epochs=4,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
+            keras.callbacks.TensorBoard(tmp_path / "logs"),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=1),
+        ],
+    )
+    assert {"val_loss", "val_accuracy", "val_extracurricular_loss"} <= set(history.history)
+    assert checkpoint.exists()
+    restored = keras.saving.load_model(checkpoint)
+    assert isinstance(restored, keras_ecl.Distiller)
+    assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_sample_weight_scales_the_supervised_loss():
+    x, y = make_data(64)
+    student = mlp(4, NUM_CLASSES)
+    distiller = keras_ecl.Distiller(student, mode="erm")
+    distiller.compile(optimizer="sgd")
+    sample_weight = np.zeros(len(x), "float32")
+    sample_weight[:16] = 2.0
+    logs = distiller.evaluate(
+        x, y, sample_weight=sample_weight, batch_size=len(x), verbose=0, return_dict=True
+    )
+    probs = softmax(student.predict(x, verbose=0).astype("float64"))
+    ce = -np.log(probs[np.arange(len(y)), y])
+    assert logs["student_loss"] == pytest.approx(np.sum(sample_weight * ce) / len(x), rel=1e-4)
+
+
+def test_evaluate_and_predict_are_the_students():
+    x, y = make_data()
+    student = mlp(4, NUM_CLASSES)
+    distiller = keras_ecl.Distiller(student, mlp(16, NUM_CLASSES))
+    distiller.compile(metrics=["accuracy"])
+    np.testing.assert_allclose(
+        distiller.predict(x, verbose=0), student.predict(x, verbose=0), rtol=1e-6
+    )
+    accuracy = distiller.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    expected = np.mean(np.argmax(student.predict(x, verbose=0), axis=-1) == y)
+    assert accuracy == pytest.approx(expected)
+
+
+# Saving.
+
+
+def test_keras_file_round_trip_restores_everything(tmp_path):
+    x, y = make_data()
+    sampler = samplers.OneOf(
+        [samplers.MixUp(0.4, seed=1), samplers.CutMix(seed=2)], probs=[0.3, 0.7]
+    )
+    distiller = keras_ecl.Distiller(
+        mlp(4, NUM_CLASSES),
+        mlp(16, NUM_CLASSES),
+        head=heads.Categorical(3.0),
+        sampler=sampler,
+        samples_per_example=3,
+        supervised_weight=0.2,
+        uncertainty_weighting="variance",
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    distiller.fit(x, y, epochs=1, verbose=0)
+    path = tmp_path / "distiller.keras"
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    assert [s.alpha for s in restored.sampler.samplers] == [0.4, 1.0]
+    assert [s.seed for s in restored.sampler.samplers] == [1, 2]
+    for key in ("samples_per_example", "supervised_weight", "mode", "uncertainty_weighting"):
+        assert getattr(restored, key) == getattr(distiller, key)
+    assert restored.head.temperature == 3.0
+    assert restored.sampler.probs == [0.3, 0.7]
+    np.testing.assert_allclose(restored.predict(x, verbose=0), distiller.predict(x, verbose=0))
+    np.testing.assert_allclose(
+        restored.teacher.predict(x, verbose=0), distiller.teacher.predict(x, verbose=0)
+    )
+    assert not restored.teacher.trainable_variables
+
+
+def test_resumed_training_matches_uninterrupted(tmp_path):
+    """Optimizer state survives saving: one more epoch gives identical weights."""
+    x, y = make_regression_data(outputs=1)
+    distiller = keras_ecl.Distiller(
+        mlp(4, 2), mlp(16, 2), head=heads.Laplace(), mode="kd", supervised_weight=0.5
+    )
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=2, verbose=0, shuffle=False)
+    distiller.save(tmp_path / "d.keras")
+    restored = keras.saving.load_model(tmp_path / "d.keras")
+    distiller.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    restored.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(distiller.student.get_weights(), restored.student.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_config_round_trip():
+    distiller = keras_ecl.Distiller(
+        mlp(4, 2), mlp(16, 2), head=heads.Normal(min_scale=0.01), sampler="gaussian_noise"
+    )
+    clone = keras_ecl.Distiller.from_config(distiller.get_config())
+    assert clone.head.min_scale == 0.01
+    assert isinstance(clone.sampler, samplers.GaussianNoise)
+    assert clone.student.count_params() == distiller.student.count_params()
+
+
+def test_student_file_holds_no_teacher(tmp_path):
+    x, y = make_data()
+    teacher = mlp(2048, NUM_CLASSES, name="big_teacher")
+    distiller = keras_ecl.Distiller(mlp(4, NUM_CLASSES, name="small_student"), teacher)
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=1, verbose=0)
+    student_path = tmp_path / "student.keras"
+    distiller.student.save(student_path)
+    distiller.save(tmp_path / "distiller.keras")
+    reloaded = keras.saving.load_model(student_path)
+    assert reloaded.count_params() == distiller.student.count_params()
+    assert "big_teacher" not in str(reloaded.get_config())
+    teacher_bytes = 4 * teacher.count_params()
+    assert (
+        os.path.getsize(student_path)
+        < teacher_bytes
+        < os.path.getsize(tmp_path / "distiller.keras")
+    )
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), distiller.predict(x, verbose=0))
+
+
+# Bad input: constructor.
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(samples_per_example=-1), "samples_per_example.*Received: samples_per_example=-1"),
+        (dict(samples_per_example=1.5), "samples_per_example.*Received: samples_per_example=1.5"),
+        (
+            dict(supervised_weight=1.5),
+            r"supervised_weight.*\[0, 1\].*Received: supervised_weight=1.5",
+        ),
+        (dict(supervised_weight=-0.1), "Received: supervised_weight=-0.1"),
+        (dict(supervised_weight="half"), "Received: supervised_weight='half'"),
+        (dict(mode="distil"), "`mode` must be one of.*Received: mode='distil'"),
+        (dict(uncertainty_weighting="max"), "uncertainty_weighting.*Received"),
+        (dict(head="poisson"), "`head` must be.*Received: head='poisson'"),
+        (dict(sampler="noise"), "`sampler` must be.*Received: sampler='noise'"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_ecl.Distiller(mlp(4, NUM_CLASSES), mlp(16, NUM_CLASSES), **kwargs)
+
+
+def test_bad_temperature():
+    with pytest.raises(ValueError, match="temperature.*Received: temperature=0"):
+        heads.Categorical(temperature=0)
+    with pytest.raises(ValueError, match="Received: temperature=-1"):
+        heads.Categorical(temperature=-1)
+
+
+def test_teacher_required_outside_erm():
+    with pytest.raises(ValueError, match="mode='kd' needs a `teacher`"):
+        keras_ecl.Distiller(mlp(4, NUM_CLASSES), mode="kd")
+    with pytest.raises(ValueError, match="`student` must be a keras.Model"):
+        keras_ecl.Distiller(lambda x: x, mlp(4, NUM_CLASSES))
+
+
+def test_class_count_mismatch_is_caught_at_construction():
+    with pytest.raises(ValueError, match="same number of classes.*teacher=5, student=3"):
+        keras_ecl.Distiller(mlp(4, 3), mlp(16, 5))
+
+
+def test_odd_regression_outputs_do_not_fit_a_normal_head():
+    with pytest.raises(ValueError, match="student's output does not fit Normal.*Received"):
+        keras_ecl.Distiller(mlp(4, 3), mlp(16, 4), head="normal")
+
+
+class Subclassed(keras.Model):
+    def __init__(self, outputs, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(outputs)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_class_count_mismatch_of_unbuilt_models_is_caught_before_training():
+    x, y = make_data()
+    student = Subclassed(NUM_CLASSES)
+    distiller = keras_ecl.Distiller(student, Subclassed(NUM_CLASSES + 2))
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="teacher=5, student=3"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+    assert distiller.optimizer.iterations.numpy() == 0
+
+
+# Bad input: data.
+
+
+def _distiller(**kwargs):
+    kwargs.setdefault("sampler", samplers.MixUp(seed=0))
+    distiller = keras_ecl.Distiller(mlp(4, NUM_CLASSES), mlp(16, NUM_CLASSES), **kwargs)
+    distiller.compile(optimizer="adam")
+    return distiller
+
+
+def _fit_fails(distiller, error, match, *args, **kwargs):
+    before = weights_of(distiller.student)
+    with pytest.raises(error, match=match):
+        distiller.fit(*args, epochs=1, verbose=0, **kwargs)
+    assert_same_weights(before, weights_of(distiller.student))
+
+
+def test_dataset_without_labels():
+    x, _ = make_data()
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(16)
+    _fit_fails(_distiller(), ValueError, r"supervised_weight=0.5.*needs labels.*no `y`", dataset)
+    # Distilling from the teacher alone needs no labels.
+    _distiller(supervised_weight=0.0).fit(dataset, epochs=1, verbose=0)
+
+
+def test_labels_out_of_range():
+    x, y = make_data()
+    _fit_fails(
+        _distiller(),
+        ValueError,
+        r"class ids in \[0, 3\).*Received: labels in \[1, 7\]",
+        x,
+        y * 3 + 1,
+    )
+    _fit_fails(_distiller(), ValueError, r"\[-1, ", x, y - 1)
+
+
+def test_mismatched_lengths():
+    x, y = make_data()
+    _fit_fails(_distiller(), ValueError, "96 inputs but 50 labels", x, y[:50])
+
+
+def test_empty_inputs():
+    x, y = make_data()
+    _fit_fails(_distiller(), ValueError, "`x` is empty", x[:0], y[:0])
+    empty = tf.data.Dataset.from_tensor_slices((x, y)).take(0).batch(8)
+    _fit_fails(_distiller(), ValueError, "empty dataset", empty)
+
+
+def test_string_inputs():
+    _, y = make_data(4)
+    x = np.array([["a"] * NUM_FEATURES] * 4)
+    _fit_fails(_distiller(), TypeError, "must hold numbers.*dtype=<U1", x, y)
+
+
+def test_nan_inputs():
+    x, y = make_data()
+    x[5, 2] = np.nan
+    x[7, 1] = np.inf
+    _fit_fails(_distiller(), ValueError, "contains 2 NaN or inf", x, y)
+
+
+def test_integer_inputs_to_a_mixing_sampler():
+    x, y = make_data()
+    _fit_fails(_distiller(), TypeError, "floating-point input.*dtype=int64", x.astype("int64"), y)
+
+
+def test_sampler_that_changes_the_shape():
+    x, y = make_data()
+    sampler = samplers.FromCallable(lambda t: t[:, :2])
+    _fit_fails(_distiller(sampler=sampler), ValueError, r"Expected: shape=\(64, 6\)", x, y)
+
+
+def test_bad_validation_data():
+    x, y = make_data()
+    _fit_fails(
+        _distiller(), ValueError, "validation_data", x, y, validation_data=(x, y + NUM_CLASSES)
+    )
+
+
+def test_regression_targets_of_the_wrong_width():
+    x, y = make_regression_data(outputs=3)
+    distiller = keras_ecl.Distiller(mlp(4, 4), mlp(16, 4), head="normal")
+    distiller.compile(optimizer="adam")
+    _fit_fails(distiller, ValueError, r"2 column\(s\).*shape=\(96, 3\)", x, y)
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_weights():
+    x, y = make_data(64)
+    poisoned = x.copy()
+    poisoned[40:48] = np.nan  # only in the third batch of 16: the eager check sees batch 1
+    dataset = tf.data.Dataset.from_tensor_slices((poisoned, y)).batch(16)
+    teacher = mlp(16, NUM_CLASSES)
+    keras.utils.set_random_seed(1)
+    distiller = keras_ecl.Distiller(mlp(4, NUM_CLASSES), teacher, mode="kd")
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    initial = weights_of(distiller.student)
+    with pytest.raises(FloatingPointError, match="epoch 1, step 3"):
+        distiller.fit(dataset, epochs=2, verbose=0)
+    after = weights_of(distiller.student)
+    assert all(np.all(np.isfinite(w)) for w in after)
+
+    # The same two good steps from the same start give the same weights.
+    reference = keras_ecl.Distiller(mlp(4, NUM_CLASSES), teacher, mode="kd")
+    reference.student.set_weights(initial)
+    reference.compile(optimizer=keras.optimizers.SGD(0.1))
+    reference.fit(dataset.take(2), epochs=1, verbose=0)
+    for a, b in zip(after, weights_of(reference.student), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
