@@ -17,15 +17,12 @@ import tensorflow as tf
 from keras_ecl import heads as heads_lib
 from keras_ecl import losses as losses_lib
 from keras_ecl import samplers as samplers_lib
+from keras_ecl.utils import is_number
 
 _PACKAGE = "keras_ecl"
 MODES = ("erm", "kd", "ecl")
 # Rows of each input checked eagerly by `fit` before training starts.
 _CHECK_ROWS = 64
-
-
-def _is_number(value):
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 def _unscaled(value):
@@ -167,7 +164,7 @@ class Distiller(keras.Model):
                 "`samples_per_example` must be an integer >= 0. "
                 f"Received: samples_per_example={samples_per_example!r}"
             )
-        if not _is_number(supervised_weight) or not 0.0 <= supervised_weight <= 1.0:
+        if not is_number(supervised_weight) or not 0.0 <= supervised_weight <= 1.0:
             raise ValueError(
                 "`supervised_weight` must be a number in [0, 1]. "
                 f"Received: supervised_weight={supervised_weight!r}"

@@ -11,14 +11,11 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_ecl.utils import check_positive
+
 tfd = tfp.distributions
 
 _PACKAGE = "keras_ecl"
-
-
-def _check_positive(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
 
 
 class Head:
@@ -129,7 +126,7 @@ class Categorical(Head):
     """
 
     def __init__(self, temperature=1.0):
-        _check_positive("temperature", temperature)
+        check_positive("temperature", temperature)
         self.temperature = float(temperature)
 
     def distribution(self, outputs):
@@ -179,7 +176,7 @@ class _LocationScale(Head):
     _distribution_class = None
 
     def __init__(self, min_scale=1e-3):
-        _check_positive("min_scale", min_scale)
+        check_positive("min_scale", min_scale)
         self.min_scale = float(min_scale)
 
     def split(self, outputs):
@@ -337,7 +334,7 @@ class HeadLayer(keras.layers.Layer):
             raise ValueError(
                 f"`event_size` must be an integer >= 1. Received: event_size={event_size!r}"
             )
-        _check_positive("initial_scale", initial_scale)
+        check_positive("initial_scale", initial_scale)
         self.head = get(head)
         self.event_size = event_size
         self.initial_scale = float(initial_scale)

@@ -5,7 +5,8 @@ A sampler approximates the data distribution near a batch and draws
 density estimate, a mixture of these, or any callable). Draws come from
 `tensorflow_probability` distributions seeded by a tracked
 `keras.random.SeedGenerator`, folded with the replica id under `tf.distribute`,
-so a seed reproduces a run in eager mode, inside `tf.function` and under XLA.
+so a seed reproduces a run: eager and `tf.function` draw the same values, and
+XLA (`jit_compile=True`) draws its own stream, reproducibly.
 
 Output `j * batch_size + i` is always derived from real input `i` (its anchor),
 and the output has the input's trailing shape and dtype.
@@ -15,14 +16,11 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_ecl.utils import check_positive
+
 tfd = tfp.distributions
 
 _PACKAGE = "keras_ecl"
-
-
-def _check_positive(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
 
 
 def _tile(x, num_samples):
@@ -96,7 +94,10 @@ class Sampler(keras.layers.Layer):
 
     def next_seed(self):
         """A fresh stateless seed, different on every replica."""
-        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        # Hash the int64 state to int32 (a cast would drop its high bits).
+        seed = tf.random.stateless_uniform(
+            [2], self.seed_generator.next(), minval=None, maxval=None, dtype=tf.int32
+        )
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             # SeedGenerator.next() gives every replica the same state.
@@ -146,7 +147,7 @@ class MixUp(Sampler):
     """
 
     def __init__(self, alpha=1.0, seed=None, **kwargs):
-        _check_positive("alpha", alpha)
+        check_positive("alpha", alpha)
         super().__init__(seed=seed, **kwargs)
         self.alpha = float(alpha)
 
@@ -195,7 +196,7 @@ class CutMix(Sampler):
     """
 
     def __init__(self, alpha=1.0, seed=None, **kwargs):
-        _check_positive("alpha", alpha)
+        check_positive("alpha", alpha)
         super().__init__(seed=seed, **kwargs)
         self.alpha = float(alpha)
 
@@ -258,7 +259,7 @@ class GaussianNoise(Sampler):
     """
 
     def __init__(self, scale=0.1, seed=None, **kwargs):
-        _check_positive("scale", scale)
+        check_positive("scale", scale)
         super().__init__(seed=seed, **kwargs)
         self.scale = float(scale)
 
