@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_ecl.utils import check_positive
+from keras_ecl.utils import check_positive, resolve
 
 tfd = tfp.distributions
 
@@ -290,17 +290,8 @@ def get(identifier):
     Raises:
         ValueError: If `identifier` names no head.
     """
-    if isinstance(identifier, Head):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
     names = {"categorical": Categorical, "normal": Normal, "laplace": Laplace}
-    if isinstance(identifier, str) and identifier.lower() in names:
-        return names[identifier.lower()]()
-    raise ValueError(
-        f"`head` must be a keras_ecl.heads.Head or one of {sorted(names)}. "
-        f"Received: head={identifier!r}"
-    )
+    return resolve(identifier, Head, names, "head")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

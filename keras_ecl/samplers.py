@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_ecl.utils import check_positive
+from keras_ecl.utils import check_positive, resolve
 
 tfd = tfp.distributions
 
@@ -430,19 +430,10 @@ def get(identifier):
     Raises:
         ValueError: If `identifier` names no sampler.
     """
-    if isinstance(identifier, Sampler):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
     names = {
         "mixup": MixUp,
         "cutmix": CutMix,
         "gaussian_noise": GaussianNoise,
         "identity": Identity,
     }
-    if isinstance(identifier, str) and identifier.lower() in names:
-        return names[identifier.lower()]()
-    raise ValueError(
-        f"`sampler` must be a keras_ecl.samplers.Sampler or one of {sorted(names)}. "
-        f"Received: sampler={identifier!r}"
-    )
+    return resolve(identifier, Sampler, names, "sampler")

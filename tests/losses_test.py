@@ -5,48 +5,20 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import special, stats
+from reference import ATOL, RTOL, laplace_kl, normal_kl, split
+from reference import categorical_kl as _categorical_kl
+from reference import log_softmax as _log_softmax
+from scipy import stats
 
 from keras_ecl import heads, losses
 
-RTOL = 1e-5
-ATOL = 1e-5
-
-
-def _softplus(x):
-    return np.logaddexp(0.0, np.asarray(x, np.float64))
-
-
-def _log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    return logits - special.logsumexp(logits, axis=-1, keepdims=True)
-
-
-def _split(raw, min_scale):
-    raw = np.asarray(raw, np.float64)
-    d = raw.shape[-1] // 2
-    return raw[..., :d], _softplus(raw[..., d:]) + min_scale
-
 
 def _normal_kl(teacher, student, min_scale):
-    m1, s1 = _split(teacher, min_scale)
-    m2, s2 = _split(student, min_scale)
-    per_output = np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
-    return per_output.sum(axis=-1)
+    return normal_kl(*split(teacher, min_scale), *split(student, min_scale))
 
 
 def _laplace_kl(teacher, student, min_scale):
-    m1, b1 = _split(teacher, min_scale)
-    m2, b2 = _split(student, min_scale)
-    diff = np.abs(m1 - m2)
-    per_output = np.log(b2 / b1) + diff / b2 + b1 / b2 * np.exp(-diff / b1) - 1.0
-    return per_output.sum(axis=-1)
-
-
-def _categorical_kl(teacher, student, temperature):
-    log_p = _log_softmax(np.asarray(teacher, np.float64) / temperature)
-    log_q = _log_softmax(np.asarray(student, np.float64) / temperature)
-    return np.sum(np.exp(log_p) * (log_p - log_q), axis=-1) * temperature**2
+    return laplace_kl(*split(teacher, min_scale), *split(student, min_scale))
 
 
 def _data(batch=6, units=4, seed=0):
@@ -98,7 +70,7 @@ def test_negative_log_likelihood_location_scale_matches_scipy():
     rng = np.random.default_rng(2)
     raw = rng.normal(size=(8, 4)).astype(np.float32)
     y = rng.normal(scale=2.0, size=(8, 2)).astype(np.float32)
-    loc, scale = _split(raw, 0.05)
+    loc, scale = split(raw, 0.05)
     for head, dist in [(heads.Normal(0.05), stats.norm), (heads.Laplace(0.05), stats.laplace)]:
         expected = -dist.logpdf(y, loc=loc, scale=scale).sum(axis=-1).mean()
         value = losses.NegativeLogLikelihood(head)(y, raw)
@@ -146,7 +118,7 @@ def test_sample_weight_is_sum_of_weighted_losses_over_batch_size():
     rng = np.random.default_rng(6)
     y = rng.normal(size=(5,)).astype(np.float32)
     raw = rng.normal(size=(5, 2)).astype(np.float32)
-    loc, scale = _split(raw, 1e-3)
+    loc, scale = split(raw, 1e-3)
     nll = -stats.laplace.logpdf(y, loc=loc[:, 0], scale=scale[:, 0])
     value = losses.NegativeLogLikelihood(heads.Laplace())(y, raw, sample_weight=weights)
     np.testing.assert_allclose(float(value), np.sum(weights * nll) / 5, rtol=RTOL, atol=ATOL)
@@ -215,7 +187,7 @@ def test_loss_is_divided_by_replicas_under_mirrored_strategy():
     y_dist = strategy.experimental_distribute_values_from_function(lambda ctx: value_fn(ctx, y))
     nll = losses.NegativeLogLikelihood(heads.Normal())
     per_replica = tf.function(lambda a, b: strategy.run(nll, args=(a, b)))(y_dist, student_dist)
-    loc, scale = _split(student, 1e-3)
+    loc, scale = split(student, 1e-3)
     per_example_nll = -stats.norm.logpdf(y, loc=loc, scale=scale).sum(axis=-1)
     for value, half in zip(strategy.experimental_local_results(per_replica), halves, strict=True):
         np.testing.assert_allclose(
@@ -332,7 +304,7 @@ def test_uncertainty_weights_location_scale():
     raw = np.concatenate(
         [rng.normal(size=(6, 2)), rng.uniform(-6.0, -1.0, size=(6, 2))], axis=-1
     ).astype(np.float32)
-    loc, scale = _split(raw, 1e-3)
+    loc, scale = split(raw, 1e-3)
     for head, dist in [(heads.Normal(), stats.norm), (heads.Laplace(), stats.laplace)]:
         entropy = dist.entropy(loc=loc, scale=scale).sum(axis=-1)
         assert np.all(entropy < 0)
