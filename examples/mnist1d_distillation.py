@@ -15,6 +15,7 @@ a run of a few seconds.
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -71,8 +72,10 @@ def load_mnist1d(seed=0):
 """
 ## Models
 
-The teacher is a 1-D CNN; the student a two-layer MLP with about a quarter of
-the teacher's compute and no translation bias. Both output logits.
+The teacher is a 1-D CNN with 128 channels (about 150k parameters and 5M
+multiply-adds per signal); the student a two-layer MLP of width 256 (about 80k
+parameters and 80k multiply-adds: some 60 times cheaper to run) without the
+CNN's translation bias. Both output logits.
 """
 
 
@@ -80,8 +83,8 @@ def make_teacher():
     inputs = keras.Input((40,))
     hidden = keras.layers.Reshape((40, 1))(inputs)
     for _ in range(3):
-        hidden = keras.layers.Conv1D(32, 3, padding="same", activation="relu")(hidden)
-    hidden = keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu")(hidden)
+        hidden = keras.layers.Conv1D(128, 3, padding="same", activation="relu")(hidden)
+    hidden = keras.layers.Conv1D(128, 3, strides=2, padding="same", activation="relu")(hidden)
     outputs = keras.layers.Dense(10)(keras.layers.Flatten()(hidden))
     return keras.Model(inputs, outputs, name="cnn_teacher")
 
@@ -90,8 +93,8 @@ def make_student():
     return keras.Sequential(
         [
             keras.Input((40,)),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
             keras.layers.Dense(10),
         ],
         name="mlp_student",
@@ -106,16 +109,22 @@ class EpochProgbar(keras.callbacks.Callback):
         self.epochs = epochs
         self.title = title
 
+    shown = ("loss", "accuracy", "val_accuracy")
+
     def on_train_begin(self, logs=None):
         print(self.title)
-        self.bar = keras.utils.Progbar(self.epochs, unit_name="epoch")
+        # Show each epoch's values as they are (not averaged over epochs); off a
+        # terminal, print only the final line.
+        self.bar = keras.utils.Progbar(
+            self.epochs,
+            verbose=1 if sys.stdout.isatty() else 2,
+            stateful_metrics=self.shown,
+            unit_name="epoch",
+        )
 
     def on_epoch_end(self, epoch, logs=None):
-        shown = ("loss", "accuracy", "val_accuracy")
-        self.bar.update(epoch + 1, [(k, v) for k, v in (logs or {}).items() if k in shown])
-
-    def on_train_end(self, logs=None):
-        print()
+        values = [(k, v) for k, v in (logs or {}).items() if k in self.shown]
+        self.bar.update(epoch + 1, values)
 
 
 def train_teacher(x, y, x_val, y_val, config, path, retrain):
@@ -145,9 +154,11 @@ def train_teacher(x, y, x_val, y_val, config, path, retrain):
 """
 ## ERM, KD and ECL
 
-The same `Distiller` class with one argument changed. ECL draws two
-extracurricular inputs per real input at each step, from a mixture of mixup
-and a Gaussian kernel density estimate around the batch.
+The same `Distiller` class with one argument changed. ECL draws four
+extracurricular inputs per real input at each step, from a mixture of mixup,
+CutMix (a segment of another signal) and a Gaussian kernel density estimate
+around the batch. The supervised weight is small (0.1): the teacher's
+distribution is the richer target.
 """
 
 
@@ -162,7 +173,12 @@ def student_runs():
             head=head,
             supervised_weight=SUPERVISED_WEIGHT,
             sampler=samplers.OneOf(
-                [samplers.MixUp(alpha=1.0, seed=1), samplers.GaussianNoise(scale=0.5, seed=2)]
+                [
+                    samplers.MixUp(alpha=1.0, seed=1),
+                    samplers.GaussianNoise(scale=0.5, seed=2),
+                    samplers.CutMix(alpha=1.0, seed=3),
+                ],
+                seed=4,
             ),
             samples_per_example=4,
         ),
@@ -195,6 +211,34 @@ def gap_closed(accuracy, kd_accuracy, teacher_accuracy):
     return (accuracy - kd_accuracy) / (teacher_accuracy - kd_accuracy)
 
 
+def plot_results(results, teacher_accuracy, path):
+    """Test accuracy bars and validation-accuracy curves, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["teacher", *results]
+    accuracies = [teacher_accuracy] + [r[2] for r in results.values()]
+    figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4))
+    bars.bar(names, accuracies, color=["0.5", "C0", "C1", "C2"])
+    for i, accuracy in enumerate(accuracies):
+        bars.text(i, accuracy + 0.01, f"{accuracy:.3f}", ha="center")
+    bars.set_ylim(0, 1.05)
+    bars.set_ylabel("test accuracy")
+    bars.set_title("MNIST-1D: CNN teacher -> MLP student")
+    for name, (_, history, _, _) in results.items():
+        curves.plot(history["val_accuracy"], label=name)
+    curves.axhline(teacher_accuracy, color="0.5", linestyle="--", label="teacher")
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("test accuracy")
+    curves.set_title("Learning curves")
+    curves.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main():
     args = parse_args()
     config = CONFIGS["smoke" if args.smoke else "full"]
@@ -214,6 +258,10 @@ def main():
         args.retrain_teacher,
     )
     teacher.compile(metrics=["accuracy"])
+    print(
+        f"Teacher: {teacher.count_params():,} parameters; student: "
+        f"{make_student().count_params():,} parameters"
+    )
     teacher_accuracy = teacher.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
 
     results = {}
@@ -230,9 +278,13 @@ def main():
             gap = f"{gap_closed(accuracy, kd_accuracy, teacher_accuracy):.1%}"
         print(f"{name:<10}{accuracy:>10.3f}{gap:>18}{seconds:>10.1f}")
 
+    plot_path = os.path.join(args.output_dir, "mnist1d_demo.png")
+    plot_results(results, teacher_accuracy, plot_path)
+    print(f"\nSaved the plot to {plot_path}")
+
     student_path = os.path.join(args.output_dir, "mnist1d_ecl_student.keras")
     results["ECL"][0].student.save(student_path)
-    print(f"\nSaved the ECL student to {student_path}")
+    print(f"Saved the ECL student to {student_path}")
 
 
 if __name__ == "__main__":

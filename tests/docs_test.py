@@ -43,6 +43,7 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     for name in ("teacher", "ERM", "KD", "ECL"):
         assert re.search(rf"^{name}\s+0\.\d{{3}}", table, flags=re.M), table
     assert (tmp_path / "mnist1d_ecl_student.keras").exists()
+    assert (tmp_path / "mnist1d_demo.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("module", ["heads", "losses", "samplers", "distiller"])
