@@ -13,6 +13,7 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
 from keras_ecl import heads as heads_lib
 from keras_ecl import losses as losses_lib
@@ -23,12 +24,14 @@ _PACKAGE = "keras_ecl"
 MODES = ("erm", "kd", "ecl")
 # Rows of each input checked eagerly by `fit` before training starts.
 _CHECK_ROWS = 64
+# Evaluation draws its synthetic inputs from this fixed seed, so `evaluate` is
+# repeatable and leaves the training stream of the sampler untouched.
+_EVALUATION_SEED = (2007, 51)
 
 
-def _unscaled(value):
-    """Undoes the per-replica division of a Keras loss, for metric trackers."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return value * replicas if replicas > 1 else value
+def _batch_size(x):
+    """Dynamic batch size of a tensor or of a structure of input tensors."""
+    return tf.shape(keras.tree.flatten(x)[0])[0]
 
 
 def _split(outputs, batch_size):
@@ -68,15 +71,19 @@ class Distiller(keras.Model):
     inputs only (Hinton KD with a `Categorical(temperature)` head), `"ecl"`
     adds the extracurricular inputs. Labels are never used on synthetic inputs.
 
-    `compile` is Keras' own: `metrics` apply to the student's outputs on real
-    inputs, and an optional `loss` (getting raw outputs, so use
+    `compile` is Keras' own: `metrics` apply to the student's point
+    prediction on real inputs (logits for `Categorical`, `loc` for `Normal`
+    and `Laplace`), and an optional `loss` (getting raw outputs, so use
     `from_logits=True` losses) replaces the head's negative log-likelihood as
-    the supervised term.
+    the supervised term. The student's regularization losses are added as in
+    `keras.Model`. Sample weights weight the supervised and distillation terms
+    and carry over to the synthetic inputs drawn around each example.
 
     Metrics: `loss`, `student_loss` (supervised), `distillation_loss` (KL on
     real inputs) and `extracurricular_loss` (KL on synthetic inputs), as far as
-    the mode uses them, plus the compiled metrics on the student's outputs for
-    real inputs. Validation computes the same terms with `training=False`.
+    the mode uses them, plus the compiled metrics. Validation computes the same
+    terms with `training=False`, drawing its synthetic inputs from a fixed seed
+    so that `evaluate` is repeatable and does not shift the training draws.
 
     Args:
         student: The `keras.Model` to train. Its output is raw head parameters
@@ -218,17 +225,32 @@ class Distiller(keras.Model):
 
     # Training and evaluation steps.
 
-    def _forward_inputs(self, x):
+    def _forward_inputs(self, x, training):
         """Real inputs, followed in ECL by the synthetic ones drawn around them."""
         if not self.uses_extracurricular:
             return x
-        synthetic = self.sampler(x, num_samples=self.samples_per_example)
+        seed = None if training else tf.constant(_EVALUATION_SEED, tf.int32)
+        synthetic = self.sampler(x, num_samples=self.samples_per_example, seed=seed)
         return tf.concat([x, synthetic], axis=0)
 
     def _teacher_outputs(self, inputs):
         if not self.uses_teacher:
             return None
         return self.teacher(inputs, training=False)
+
+    def _synthetic_weights(self, sample_weight, teacher_synthetic):
+        """Anchors' sample weights, times the teacher's uncertainty if asked."""
+        weights = None
+        if sample_weight is not None:
+            sample_weight = tf.cast(sample_weight, tf.float32)
+            repeats = [self.samples_per_example] + [1] * (sample_weight.shape.rank - 1)
+            weights = tf.tile(sample_weight, repeats)
+        if self.uncertainty_weighting:
+            emphasis = losses_lib.uncertainty_weights(
+                self.head, teacher_synthetic, self.uncertainty_weighting
+            )
+            weights = emphasis if weights is None else weights * emphasis
+        return weights
 
     def _objective(self, y, sample_weight, outputs, teacher_outputs, batch_size):
         """Returns the loss and its terms from student and teacher outputs on
@@ -240,36 +262,44 @@ class Distiller(keras.Model):
             if self._compile_loss is not None:
                 supervised_loss = self._compile_loss
             terms["student_loss"] = supervised_loss(y, real_outputs, sample_weight)
-        if not self.uses_teacher:
-            return terms["student_loss"], terms
-        teacher_real, teacher_synthetic = _split(teacher_outputs, batch_size)
-        terms["distillation_loss"] = self.distillation_kl(teacher_real, real_outputs, sample_weight)
-        teacher_term = terms["distillation_loss"]
-        if self.uses_extracurricular:
-            weights = None
-            if self.uncertainty_weighting:
-                weights = losses_lib.uncertainty_weights(
-                    self.head, teacher_synthetic, self.uncertainty_weighting
-                )
-            terms["extracurricular_loss"] = self.distillation_kl(
-                teacher_synthetic, synthetic_outputs, weights
+        loss = terms.get("student_loss")
+        if self.uses_teacher:
+            teacher_real, teacher_synthetic = _split(teacher_outputs, batch_size)
+            terms["distillation_loss"] = self.distillation_kl(
+                teacher_real, real_outputs, sample_weight
             )
-            k = float(self.samples_per_example)
-            teacher_term = (teacher_term + k * terms["extracurricular_loss"]) / (1.0 + k)
-        loss = (1.0 - self.supervised_weight) * teacher_term
-        if self.uses_labels and self.supervised_weight > 0:
-            loss = loss + self.supervised_weight * terms["student_loss"]
+            teacher_term = terms["distillation_loss"]
+            if self.uses_extracurricular:
+                terms["extracurricular_loss"] = self.distillation_kl(
+                    teacher_synthetic,
+                    synthetic_outputs,
+                    self._synthetic_weights(sample_weight, teacher_synthetic),
+                )
+                k = float(self.samples_per_example)
+                teacher_term = (teacher_term + k * terms["extracurricular_loss"]) / (1.0 + k)
+            loss = (1.0 - self.supervised_weight) * teacher_term
+            if self.uses_labels and self.supervised_weight > 0:
+                loss = loss + self.supervised_weight * terms["student_loss"]
+        # The student's weight/activity regularizers, as Keras' compute_loss adds them.
+        if self.student.losses:
+            loss = loss + scale_loss_for_distribution(tf.add_n(self.student.losses))
         return loss, terms
 
-    def _update_trackers(self, terms, loss, x):
-        self._loss_tracker.update_state(_unscaled(loss), sample_weight=tf.shape(x)[0])
-        for name, value in terms.items():
-            getattr(self, f"{name}_tracker").update_state(_unscaled(value))
+    def _update_trackers(self, terms, loss, batch_size):
+        for name, value in [("loss", loss), *terms.items()]:
+            tracker = self._loss_tracker if name == "loss" else getattr(self, f"{name}_tracker")
+            tracker.update_state(unscale_loss_for_distribution(value), sample_weight=batch_size)
+
+    def _metrics_result(self, x, y, outputs, sample_weight, batch_size):
+        """Compiled metrics on the head's point prediction for real inputs."""
+        real_outputs, _ = _split(outputs, batch_size)
+        y_pred = self.head.point_prediction(real_outputs)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        batch_size = tf.shape(x)[0]
-        inputs = self._forward_inputs(x)
+        batch_size = _batch_size(x)
+        inputs = self._forward_inputs(x, training=True)
         # Outside the tape: the frozen teacher needs no gradient bookkeeping.
         teacher_outputs = self._teacher_outputs(inputs)
         with tf.GradientTape() as tape:
@@ -281,21 +311,19 @@ class Distiller(keras.Model):
         finite = self._apply_if_finite(gradients, variables, loss)
         # A skipped step shows as a NaN loss, which `fit` turns into an error.
         loss = tf.where(finite, loss, float("nan"))
-        self._update_trackers(terms, loss, x)
-        y_pred, _ = _split(outputs, batch_size)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        self._update_trackers(terms, loss, batch_size)
+        return self._metrics_result(x, y, outputs, sample_weight, batch_size)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        batch_size = tf.shape(x)[0]
-        inputs = self._forward_inputs(x)
+        batch_size = _batch_size(x)
+        inputs = self._forward_inputs(x, training=False)
         outputs = self.student(inputs, training=False)
         loss, terms = self._objective(
             y, sample_weight, outputs, self._teacher_outputs(inputs), batch_size
         )
-        self._update_trackers(terms, loss, x)
-        y_pred, _ = _split(outputs, batch_size)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        self._update_trackers(terms, loss, batch_size)
+        return self._metrics_result(x, y, outputs, sample_weight, batch_size)
 
     def _apply_if_finite(self, gradients, variables, loss):
         """Applies the gradients only if they and the loss are finite on every
@@ -303,8 +331,14 @@ class Distiller(keras.Model):
 
         A skipped step leaves weights and optimizer state as they were. The
         gradients are checked too: ReLU maps NaN inputs to 0, so a NaN input
-        can give a finite loss and NaN gradients.
+        can give a finite loss and NaN gradients. Under mixed precision the
+        `LossScaleOptimizer` skips overflowing steps itself; only a non-finite
+        loss then counts as a failure.
         """
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # It skips overflowing steps and lowers its loss scale by itself.
+            self.optimizer.apply(gradients, variables)
+            return tf.math.is_finite(loss)
         context = tf.distribute.get_replica_context()
         checks = [tf.reduce_all(tf.math.is_finite(loss))] + [
             tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None
@@ -376,7 +410,7 @@ class Distiller(keras.Model):
             if element is None:
                 raise ValueError(f"`{argument}` is an empty dataset: it yields no batch.")
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(element)
-        elif isinstance(x, (tuple, list)) and y is None and len(x) in (2, 3):
+        elif argument == "validation_data" and isinstance(x, (tuple, list)):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(x))
         if isinstance(x, (dict, list, tuple)):
             if self.uses_extracurricular:
@@ -399,18 +433,21 @@ class Distiller(keras.Model):
             raise ValueError(
                 f"`{argument}` has {len(x)} inputs but {len(y)} labels: they must match."
             )
-        rows = x[:_CHECK_ROWS]
+        rows = tf.convert_to_tensor(x[:_CHECK_ROWS])
         student_outputs = self.student(rows, training=False)
-        event_size = self.head.event_size(_output_shape(student_outputs), "student")
+        output_shape = _output_shape(student_outputs)
+        event_size = self.head.event_size(output_shape, "student")
         if self.uses_teacher:
             teacher_outputs = self.teacher(rows, training=False)
             self._check_same_event_size(
                 self.head.event_size(_output_shape(teacher_outputs), "teacher"), event_size
             )
         if y is not None:
-            self._check_labels(np.asarray(y), event_size, argument)
+            output_rank = len(output_shape[0] if isinstance(output_shape, list) else output_shape)
+            self._check_labels(np.asarray(y), event_size, output_rank, argument)
         if self.uses_extracurricular:
-            self.sampler(rows, num_samples=self.samples_per_example)
+            seed = tf.constant(_EVALUATION_SEED, tf.int32)  # leaves the training stream alone
+            self.sampler(rows, num_samples=self.samples_per_example, seed=seed)
         self.built = True
 
     def _check_inputs(self, x, argument):
@@ -427,22 +464,27 @@ class Distiller(keras.Model):
                 f"`{argument}` contains {bad} NaN or inf value(s); training on them "
                 "would poison the weights. Clean or impute the inputs first."
             )
-        return tf.convert_to_tensor(array)
+        return array
 
-    def _check_labels(self, y, event_size, argument):
+    def _check_labels(self, y, event_size, output_rank, argument):
+        """Checks labels against outputs of rank `output_rank` (batch first).
+
+        Labels are class ids when they have one axis less than the outputs
+        (or a trailing axis of 1), else one-hot rows or regression targets.
+        """
         if y.dtype.kind not in "biuf":
             raise TypeError(f"Labels of `{argument}` must be numbers. Received: dtype={y.dtype}")
         if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
             raise ValueError(f"Labels of `{argument}` contain NaN or inf values.")
-        class_ids = y.ndim == 1 or (y.ndim == 2 and y.shape[-1] == 1 and event_size > 1)
+        per_output = y.ndim == output_rank - 1
         if not isinstance(self.head, heads_lib.Categorical):
-            size = 1 if y.ndim == 1 else y.shape[-1]
+            size = 1 if per_output else y.shape[-1]
             if size != event_size:
                 raise ValueError(
                     f"Targets of `{argument}` must have {event_size} column(s), one per "
                     f"regression output of the models. Received: shape={y.shape}"
                 )
-        elif class_ids:
+        elif per_output or (y.ndim == output_rank and y.shape[-1] == 1 and event_size > 1):
             if y.size and (y.min() < 0 or y.max() >= event_size or np.any(y != np.round(y))):
                 raise ValueError(
                     f"Labels of `{argument}` must be integer class ids in "

@@ -58,6 +58,10 @@ class Head:
         """A dict of user-facing tensors (probabilities, or `loc`/`scale`)."""
         raise NotImplementedError
 
+    def point_prediction(self, outputs):
+        """What compiled metrics see: the logits, or the predicted `loc`."""
+        return outputs
+
     def output_units(self, event_size):
         """How many output units a model needs to predict `event_size` values."""
         return self.units_per_output * event_size
@@ -76,6 +80,11 @@ class Head:
             ValueError: If the shape does not fit the head.
         """
         output_shape = tuple(output_shape)
+        if any(isinstance(dim, (list, tuple)) for dim in output_shape):
+            raise ValueError(
+                f"The {role}'s output does not fit {type(self).__name__}: expected one "
+                f"tensor. Received: {len(output_shape)} outputs of shapes {output_shape}"
+            )
         last = output_shape[-1] if len(output_shape) >= 2 else None
         if not last or last % self.units_per_output:
             raise ValueError(
@@ -203,6 +212,11 @@ class _LocationScale(Head):
     def serving_outputs(self, outputs):
         loc, scale = self.split(outputs)
         return {"loc": loc, "scale": scale}
+
+    def point_prediction(self, outputs):
+        if isinstance(outputs, (list, tuple)):
+            return outputs[0]
+        return tf.split(outputs, 2, axis=-1)[0]
 
     def event_size(self, output_shape, role="model"):
         if (

@@ -131,5 +131,8 @@ def uncertainty_weights(head, teacher_outputs, measure="entropy"):
     head = heads_lib.get(head)
     values = tf.stop_gradient(head.uncertainty(teacher_outputs, measure))
     if measure == "entropy":
-        values = tf.exp(values)
+        # exp(H) / mean(exp(H)), computed without overflow for large |H|.
+        flat = tf.reshape(values, [-1])
+        count = tf.cast(tf.size(flat), values.dtype)
+        return tf.reshape(tf.nn.softmax(flat) * count, tf.shape(values))
     return values / (tf.reduce_mean(values) + 1e-12)

@@ -37,7 +37,9 @@ class Sampler(keras.layers.Layer):
     """Base class of samplers: `sampler(x, num_samples=k)` returns `k * batch` inputs.
 
     Subclasses implement `sample(x, num_samples, seed)` with stateless draws
-    from `seed` (an int32 tensor of shape `(2,)`). The base class checks the
+    from `seed` (an int32 tensor of shape `(2,)`). A call may pass its own
+    `seed` (shape `(2,)`) to draw reproducibly without advancing the
+    generator; the Distiller does so when evaluating. The base class checks the
     input, draws a fresh per-replica seed and checks the output shape/dtype.
 
     Args:
@@ -55,14 +57,15 @@ class Sampler(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, num_samples=1):
+    def call(self, inputs, num_samples=1, seed=None):
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
             raise ValueError(
                 f"`num_samples` must be an integer >= 1. Received: num_samples={num_samples!r}"
             )
         x = tf.convert_to_tensor(inputs)
         self.check_input(x)
-        outputs = self.sample(x, num_samples, self.next_seed())
+        seed = self.next_seed() if seed is None else self.replica_seed(seed)
+        outputs = self.sample(x, num_samples, seed)
         expected = tf.TensorShape(
             [None if x.shape[0] is None else x.shape[0] * num_samples]
         ).concatenate(x.shape[1:])
@@ -93,11 +96,14 @@ class Sampler(keras.layers.Layer):
             )
 
     def next_seed(self):
-        """A fresh stateless seed, different on every replica."""
-        # Hash the int64 state to int32 (a cast would drop its high bits).
-        seed = tf.random.stateless_uniform(
-            [2], self.seed_generator.next(), minval=None, maxval=None, dtype=tf.int32
-        )
+        """A fresh stateless seed from the generator, different on every replica."""
+        return self.replica_seed(self.seed_generator.next())
+
+    @staticmethod
+    def replica_seed(seed):
+        """Hashes `seed` (shape `(2,)`) to int32 and folds in the replica id."""
+        # A cast to int32 would drop the high bits of an int64 state.
+        seed = tf.random.stateless_uniform([2], seed, minval=None, maxval=None, dtype=tf.int32)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             # SeedGenerator.next() gives every replica the same state.
@@ -301,6 +307,8 @@ class OneOf(Sampler):
     The component is drawn per synthetic input from
     `tfd.Categorical(probs=probs)`. Every component runs on the whole batch
     (static shapes for XLA/TPU) and the choice selects among their outputs.
+    The mixture's seed drives its components' draws too (their own seeds are
+    not used inside a `OneOf`).
 
     Args:
         samplers: A non-empty list of `Sampler`s.
@@ -343,7 +351,15 @@ class OneOf(Sampler):
         self.requires_float = any(s.requires_float for s in samplers)
 
     def sample(self, x, num_samples, seed):
-        outputs = tf.stack([s(x, num_samples=num_samples) for s in self.samplers], axis=1)
+        # One seed drives the whole mixture, so a seeded draw repeats exactly.
+        seed, *component_seeds = tfp.random.split_seed(seed, n=len(self.samplers) + 1)
+        outputs = tf.stack(
+            [
+                s(x, num_samples=num_samples, seed=s_seed)
+                for s, s_seed in zip(self.samplers, component_seeds, strict=True)
+            ],
+            axis=1,
+        )
         probs = self.probs or [1.0 / len(self.samplers)] * len(self.samplers)
         choice = tfd.Categorical(probs=probs).sample(tf.shape(outputs)[0], seed=seed)
         return tf.gather(outputs, choice, axis=1, batch_dims=1)

@@ -584,3 +584,159 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_weights():
     reference.fit(dataset.take(2), epochs=1, verbose=0)
     for a, b in zip(after, weights_of(reference.student), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# Behaviours found in review: each pins a fix.
+
+
+def test_mixed_precision_overflow_lowers_the_loss_scale_instead_of_stopping():
+    x, y = make_data(64)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        distiller = keras_ecl.Distiller(mlp(8, NUM_CLASSES), mlp(16, NUM_CLASSES), mode="kd")
+        distiller.compile(optimizer="sgd")
+        initial_scale = float(distiller.optimizer.initial_scale)
+        # Large inputs make float16 gradients overflow at the initial scale.
+        history = distiller.fit(x * 300, y, batch_size=16, epochs=2, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert float(distiller.optimizer.dynamic_scale.numpy()) < initial_scale
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_student_regularization_is_part_of_the_loss():
+    x, y = make_data()
+    student = keras.Sequential(
+        [
+            keras.Input((NUM_FEATURES,)),
+            keras.layers.Dense(NUM_CLASSES, kernel_regularizer=keras.regularizers.L2(10.0)),
+        ]
+    )
+    distiller = keras_ecl.Distiller(student, mode="erm")
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+    penalty = 10.0 * np.sum(np.square(student.layers[0].kernel.numpy()))
+    assert logs["loss"] == pytest.approx(logs["student_loss"] + penalty, rel=1e-5)
+
+
+def test_uncertainty_weights_stay_finite_for_many_outputs():
+    teacher = np.concatenate(
+        [np.zeros((8, 40)), np.linspace(-8, 25, 8)[:, None] * np.ones((8, 40))], axis=-1
+    ).astype("float32")
+    weights = keras_ecl.losses.uncertainty_weights("normal", teacher).numpy()
+    assert np.all(np.isfinite(weights)) and weights.mean() == pytest.approx(1.0, rel=1e-5)
+    assert weights[-1] > weights[0]
+
+
+def _two_input_model(units, dict_inputs=False):
+    a, b = keras.Input((4,), name="a"), keras.Input((2,), name="b")
+    hidden = keras.layers.Dense(units, activation="relu")(keras.layers.Concatenate()([a, b]))
+    inputs = {"a": a, "b": b} if dict_inputs else [a, b]
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(hidden))
+
+
+@pytest.mark.parametrize("dict_inputs", [False, True])
+def test_multi_input_models_train_in_kd(dict_inputs):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(64, 4)).astype("float32")
+    b = rng.normal(size=(64, 2)).astype("float32")
+    y = (a[:, 0] > 0).astype("int32")
+    x = {"a": a, "b": b} if dict_inputs else [a, b]
+    distiller = keras_ecl.Distiller(
+        _two_input_model(4, dict_inputs), _two_input_model(16, dict_inputs), mode="kd"
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    label_free = keras_ecl.Distiller(
+        _two_input_model(4, dict_inputs),
+        _two_input_model(16, dict_inputs),
+        mode="kd",
+        supervised_weight=0.0,
+    )
+    label_free.compile(optimizer="adam")
+    label_free.fit(x, epochs=1, batch_size=16, verbose=0)
+
+
+def test_per_timestep_labels_are_accepted():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 5, NUM_FEATURES)).astype("float32")
+    y = rng.integers(0, NUM_CLASSES, size=(32, 5))
+
+    def sequence_model(units):
+        return keras.Sequential(
+            [keras.Input((5, NUM_FEATURES)), keras.layers.Dense(units), keras.layers.Dense(3)]
+        )
+
+    distiller = keras_ecl.Distiller(sequence_model(4), sequence_model(8), mode="kd")
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"class ids in \[0, 3\)"):
+        distiller.fit(x, y + 3, epochs=1, verbose=0)
+
+
+def test_loss_terms_are_averaged_over_examples_not_batches():
+    x, y = make_data(9)
+    distiller = keras_ecl.Distiller(mlp(4, NUM_CLASSES), mlp(16, NUM_CLASSES), mode="kd")
+    distiller.compile(optimizer="sgd")
+    whole = distiller.evaluate(x, y, batch_size=9, verbose=0, return_dict=True)
+    split = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    for key in ("loss", "student_loss", "distillation_loss"):
+        assert split[key] == pytest.approx(whole[key], rel=1e-5), key
+
+
+def test_compiled_metrics_see_the_predicted_loc():
+    x, y = make_regression_data(outputs=1)
+    student = mlp(4, 2)
+    distiller = keras_ecl.Distiller(student, head="normal", mode="erm")
+    distiller.compile(optimizer="sgd", metrics=["mae"])
+    mae = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)["mae"]
+    loc = student.predict(x, verbose=0)[:, :1]
+    assert mae == pytest.approx(np.mean(np.abs(loc - y)), rel=1e-5)
+
+
+def test_evaluate_is_repeatable_and_leaves_the_training_draws_alone():
+    x, y = make_data()
+
+    def train(validate):
+        keras.utils.set_random_seed(0)
+        distiller = keras_ecl.Distiller(
+            mlp(4, NUM_CLASSES), mlp(16, NUM_CLASSES), sampler=samplers.MixUp(seed=3)
+        )
+        distiller.compile(optimizer="sgd")
+        values = [
+            distiller.evaluate(x, y, verbose=0, return_dict=True)["extracurricular_loss"]
+            for _ in range(2 if validate else 0)
+        ]
+        distiller.fit(x, y, epochs=2, batch_size=32, verbose=0, shuffle=False)
+        return values, distiller.student.get_weights()
+
+    values, with_evaluation = train(validate=True)
+    _, without_evaluation = train(validate=False)
+    assert values[0] == values[1]
+    assert_same_weights(with_evaluation, without_evaluation)
+
+
+def test_zero_weighted_examples_contribute_nothing_synthetic():
+    x, y = make_data(32)
+    distiller = keras_ecl.Distiller(
+        mlp(4, NUM_CLASSES),
+        mlp(16, NUM_CLASSES),
+        sampler=samplers.GaussianNoise(0.3, seed=1),
+        uncertainty_weighting="entropy",
+    )
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(
+        x, y, sample_weight=np.zeros(32, "float32"), verbose=0, return_dict=True
+    )
+    assert logs["extracurricular_loss"] == 0.0 and logs["loss"] == 0.0
+
+
+def test_pair_outputs_do_not_fit_a_categorical_head():
+    def two_outputs(units):
+        inputs = keras.Input((NUM_FEATURES,))
+        hidden = keras.layers.Dense(units)(inputs)
+        return keras.Model(inputs, [keras.layers.Dense(3)(hidden), keras.layers.Dense(3)(hidden)])
+
+    with pytest.raises(ValueError, match="expected one tensor"):
+        keras_ecl.Distiller(two_outputs(4), two_outputs(8))
