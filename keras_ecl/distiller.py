@@ -509,18 +509,18 @@ class Distiller(keras.Model):
     def _check_models_symbolically(self):
         """Checks the output layouts of functional/Sequential models at once."""
 
-        def symbolic_shape(model, role):
+        def event_size(model, role):
             try:
                 outputs = model.outputs
             except (AttributeError, ValueError):
-                return None
+                return None  # Subclassed or unbuilt: `fit` checks it eagerly.
             if not outputs:
                 return None
-            shape = [tuple(o.shape) for o in outputs]
-            return self.head.event_size(shape if len(shape) > 1 else shape[0], role)
+            outputs = outputs if len(outputs) > 1 else outputs[0]
+            return self.head.event_size(_output_shape(outputs), role)
 
-        student_size = symbolic_shape(self.student, "student")
-        teacher_size = self.teacher is not None and symbolic_shape(self.teacher, "teacher")
+        student_size = event_size(self.student, "student")
+        teacher_size = self.teacher is not None and event_size(self.teacher, "teacher")
         if student_size and teacher_size:
             self._check_same_event_size(teacher_size, student_size)
 
