@@ -188,12 +188,16 @@ class _LocationScale(Head):
         check_positive("min_scale", min_scale)
         self.min_scale = float(min_scale)
 
+    @staticmethod
+    def _raw_parameters(outputs):
+        """`(loc, raw_scale)` from a pair of outputs or one `[loc, raw_scale]` tensor."""
+        if isinstance(outputs, (list, tuple)):
+            return tuple(outputs)
+        return tuple(tf.split(outputs, 2, axis=-1))
+
     def split(self, outputs):
         """Returns `(loc, scale)` float32 tensors from raw outputs."""
-        if isinstance(outputs, (list, tuple)):
-            loc, raw_scale = outputs
-        else:
-            loc, raw_scale = tf.split(outputs, 2, axis=-1)
+        loc, raw_scale = self._raw_parameters(outputs)
         loc = tf.cast(loc, tf.float32)
         scale = tf.nn.softplus(tf.cast(raw_scale, tf.float32)) + self.min_scale
         return loc, scale
@@ -214,9 +218,7 @@ class _LocationScale(Head):
         return {"loc": loc, "scale": scale}
 
     def point_prediction(self, outputs):
-        if isinstance(outputs, (list, tuple)):
-            return outputs[0]
-        return tf.split(outputs, 2, axis=-1)[0]
+        return self._raw_parameters(outputs)[0]
 
     def event_size(self, output_shape, role="model"):
         if (

@@ -1,4 +1,4 @@
-"""Argument checks shared by heads, samplers and the distiller."""
+"""Argument checks and name resolution shared by heads, samplers and the distiller."""
 
 import numbers
 
