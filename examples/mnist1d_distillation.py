@@ -21,6 +21,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 import keras_ecl  # noqa: E402
 
@@ -239,6 +240,41 @@ def plot_results(results, teacher_accuracy, path):
     plt.close(figure)
 
 
+"""
+## Ship the student
+
+Only the student is exported, with the head applied: the SavedModel and the
+TFLite file return class probabilities. The TFLite student is scored on the
+test set next to the Keras one.
+"""
+
+
+def ship_student(distiller, data, output_dir):
+    _, _, x_test, y_test = data
+    keras_path = os.path.join(output_dir, "mnist1d_ecl_student.keras")
+    distiller.student.save(keras_path)
+    saved_model_path = keras_ecl.export_student(
+        distiller, os.path.join(output_dir, "mnist1d_ecl_student")
+    )
+    tflite_path = keras_ecl.export_student(
+        distiller, os.path.join(output_dir, "mnist1d_ecl_student.tflite"), format="tflite"
+    )
+    keras_accuracy = float(
+        np.mean(np.argmax(distiller.student.predict(x_test, verbose=0), -1) == y_test)
+    )
+    probabilities = keras_ecl.export.tflite_predict(tflite_path, x_test)["probabilities"]
+    tflite_accuracy = float(np.mean(np.argmax(probabilities, -1) == y_test))
+    size_kib = os.path.getsize(tflite_path) / 1024
+    print("\nECL student exported:")
+    print(f"  {'Keras':<11}{keras_path:<46} test accuracy {keras_accuracy:.3f}")
+    print(f"  {'SavedModel':<11}{saved_model_path + '/':<46} serving_default -> probabilities")
+    print(
+        f"  {'TFLite':<11}{tflite_path:<46} test accuracy {tflite_accuracy:.3f} "
+        f"({size_kib:.0f} KiB)"
+    )
+    return keras_accuracy, tflite_accuracy
+
+
 def main():
     args = parse_args()
     config = CONFIGS["smoke" if args.smoke else "full"]
@@ -282,9 +318,7 @@ def main():
     plot_results(results, teacher_accuracy, plot_path)
     print(f"\nSaved the plot to {plot_path}")
 
-    student_path = os.path.join(args.output_dir, "mnist1d_ecl_student.keras")
-    results["ECL"][0].student.save(student_path)
-    print(f"Saved the ECL student to {student_path}")
+    ship_student(results["ECL"][0], data, args.output_dir)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,18 @@ inputs and on extracurricular inputs drawn around each batch
 (Pouransari et al., 2020, https://arxiv.org/abs/2007.00051).
 """
 
-from keras_ecl import heads, losses, samplers
+from keras_ecl import export, heads, losses, samplers
 from keras_ecl.distiller import Distiller
+from keras_ecl.export import export_student
 
 __version__ = "0.1.0"
 
-__all__ = ["Distiller", "heads", "losses", "samplers", "__version__"]
+__all__ = [
+    "Distiller",
+    "export",
+    "export_student",
+    "heads",
+    "losses",
+    "samplers",
+    "__version__",
+]

@@ -305,6 +305,12 @@ def get(identifier):
 
     Raises:
         ValueError: If `identifier` names no head.
+
+    Example:
+
+    ```python
+    keras_ecl.heads.get("normal")  # a Normal head with default min_scale
+    ```
     """
     names = {"categorical": Categorical, "normal": Normal, "laplace": Laplace}
     return resolve(identifier, Head, names, "head")

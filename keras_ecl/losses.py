@@ -123,6 +123,13 @@ def uncertainty_weights(head, teacher_outputs, measure="entropy"):
 
     Raises:
         ValueError: If `measure` is not a known measure.
+
+    Example:
+
+    ```python
+    logits = np.array([[4.0, 0.0], [0.0, 0.0]], "float32")  # confident, unsure
+    keras_ecl.losses.uncertainty_weights("categorical", logits)  # ~[0.71, 1.29]
+    ```
     """
     if measure not in UNCERTAINTY_MEASURES:
         raise ValueError(

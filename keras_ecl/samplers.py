@@ -445,6 +445,12 @@ def get(identifier):
 
     Raises:
         ValueError: If `identifier` names no sampler.
+
+    Example:
+
+    ```python
+    keras_ecl.samplers.get("cutmix")  # CutMix(alpha=1.0)
+    ```
     """
     names = {
         "mixup": MixUp,

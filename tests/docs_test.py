@@ -43,17 +43,24 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     for name in ("teacher", "ERM", "KD", "ECL"):
         assert re.search(rf"^{name}\s+0\.\d{{3}}", table, flags=re.M), table
     assert (tmp_path / "mnist1d_ecl_student.keras").exists()
+    assert (tmp_path / "mnist1d_ecl_student" / "saved_model.pb").exists()
     assert (tmp_path / "mnist1d_demo.png").stat().st_size > 10_000
+    # The TFLite student is scored on the test set and agrees with the Keras one.
+    keras_line = re.search(r"Keras .* test accuracy (0\.\d{3})", table)
+    tflite_line = re.search(r"TFLite .*\.tflite\s+test accuracy (0\.\d{3})", table)
+    assert keras_line and tflite_line, table
+    assert abs(float(keras_line[1]) - float(tflite_line[1])) <= 0.002
 
 
-@pytest.mark.parametrize("module", ["heads", "losses", "samplers", "distiller"])
+@pytest.mark.parametrize("module", ["heads", "losses", "samplers", "distiller", "export"])
 def test_public_docstrings_have_examples(module):
     import importlib
     import inspect
 
     mod = importlib.import_module(f"keras_ecl.{module}")
     for name, obj in vars(mod).items():
-        if name.startswith("_") or not inspect.isclass(obj) or obj.__module__ != mod.__name__:
+        public = inspect.isclass(obj) or inspect.isfunction(obj)
+        if name.startswith("_") or not public or obj.__module__ != mod.__name__:
             continue
         if name in ("Head", "Sampler"):
             continue  # base classes document the contract, not a use

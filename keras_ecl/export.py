@@ -1,0 +1,259 @@
+"""Export a trained student for serving: a TensorFlow SavedModel or a TFLite file.
+
+Only the student goes in, never the teacher. The exported function applies the
+head, so servers and phones get distribution parameters (class probabilities,
+or `loc` and `scale`) rather than raw logits or `raw_scale` units.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ecl import heads as heads_lib
+
+FORMATS = ("tf_saved_model", "tflite")
+QUANTIZATIONS = (None, "dynamic_range", "float16", "int8")
+# Rows of the representative data the int8 converter calibrates on.
+_CALIBRATION_ROWS = 200
+
+
+def export_student(
+    model,
+    path,
+    format="tf_saved_model",
+    head=None,
+    quantization=None,
+    representative_data=None,
+    input_signature=None,
+):
+    """Exports a student (or a `Distiller`'s student) with its head applied.
+
+    The serving function (`serving_default` signature of the SavedModel, the
+    one signature of the TFLite model) takes a batch of inputs (argument
+    `inputs`, or `inputs_0`, `inputs_1`, ... for several) and returns a
+    dict: `{"logits", "probabilities"}` for a `Categorical` head,
+    `{"loc", "scale"}` for `Normal` and `Laplace` (scale already through
+    softplus). Probabilities are at temperature 1: the distillation
+    temperature is a training device, not part of the model.
+
+    Args:
+        model: A `keras_ecl.Distiller` (its student and head are exported) or a
+            built `keras.Model` whose output is raw head parameters.
+        path: Directory of the SavedModel, or the `.tflite` file to write.
+        format: `"tf_saved_model"` or `"tflite"`. Defaults to "tf_saved_model".
+        head: A `keras_ecl.heads.Head` or its name. Defaults to None: the
+            Distiller's head, or "categorical" for a plain model.
+        quantization: For `"tflite"` only: None (float32), `"dynamic_range"`
+            (int8 weights), `"float16"` (float16 weights) or `"int8"` (int8
+            weights and activations with float inputs and outputs, calibrated
+            on `representative_data`). Defaults to None.
+        representative_data: Training inputs (an array, or a
+            `tf.data.Dataset` of inputs or `(x, y)` batches) to calibrate
+            `"int8"` quantization; up to 200 rows are used. Defaults to None.
+        input_signature: A `keras.InputSpec`/`tf.TensorSpec` (or a list of
+            them) for students without symbolic inputs (subclassed models).
+            Defaults to None: taken from `student.inputs`.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: For an unknown format or quantization, quantization of a
+            SavedModel, `"int8"` without `representative_data`, an unbuilt
+            model, or weights that are NaN or inf.
+        TypeError: If `model` is neither a `Distiller` nor a `keras.Model`.
+
+    Example:
+
+    ```python
+    keras_ecl.export_student(distiller, "saved_models/student")
+    keras_ecl.export_student(distiller, "saved_models/student.tflite", format="tflite")
+    served = tf.saved_model.load("saved_models/student")
+    probabilities = served.signatures["serving_default"](
+        tf.constant(x_test[:8]))["probabilities"]
+    ```
+    """
+    from keras_ecl.distiller import Distiller
+
+    if format not in FORMATS:
+        raise ValueError(f"`format` must be one of {FORMATS}. Received: format={format!r}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"`quantization` must be one of {QUANTIZATIONS}. "
+            f"Received: quantization={quantization!r}"
+        )
+    if quantization is not None and format != "tflite":
+        raise ValueError(
+            f"`quantization` applies to format='tflite' only. Received: format={format!r}, "
+            f"quantization={quantization!r}"
+        )
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            "quantization='int8' calibrates activations on `representative_data` (training "
+            "inputs). Received: representative_data=None"
+        )
+    if isinstance(model, Distiller):
+        student = model.student
+        head = model.head if head is None else head
+    elif isinstance(model, keras.Model):
+        student = model
+    else:
+        raise TypeError(
+            "`model` must be a keras_ecl.Distiller or a keras.Model. "
+            f"Received: model={type(model).__name__}"
+        )
+    head = heads_lib.get("categorical" if head is None else head)
+    _check_exportable(student)
+    signature = _input_signature(student, input_signature)
+
+    if format == "tf_saved_model":
+        _write_saved_model(student, head, signature, path)
+        return path
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        _write_saved_model(student, head, signature, saved_model_dir)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model_dir, signature_keys=["serving_default"]
+        )
+        _configure_quantization(converter, quantization, representative_data, signature)
+        flatbuffer = converter.convert()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+    return path
+
+
+def _check_exportable(student):
+    if not student.built or not student.weights:
+        raise ValueError(
+            f"The student {student.name!r} is not built: it has no weights to export. "
+            "Call it on data (or train it) first."
+        )
+    bad = [
+        w.path for w in student.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(w)))
+    ]
+    if bad:
+        raise ValueError(
+            f"The student has NaN or inf weights, so it is not exported: {bad[:5]}. "
+            "Restore the last good checkpoint instead."
+        )
+
+
+def _input_signature(student, input_signature):
+    if input_signature is None:
+        try:
+            inputs = student.inputs
+        except (AttributeError, ValueError):
+            inputs = None
+        if not inputs:
+            raise ValueError(
+                f"The student {student.name!r} has no symbolic inputs (a subclassed "
+                "model?): pass `input_signature`, e.g. "
+                "[keras.InputSpec(shape=(None, 40), dtype='float32')]."
+            )
+        names = ["inputs"] if len(inputs) == 1 else [f"inputs_{i}" for i in range(len(inputs))]
+        input_signature = [
+            tf.TensorSpec(shape=(None, *t.shape[1:]), dtype=t.dtype, name=name)
+            for t, name in zip(inputs, names, strict=True)
+        ]
+    if not isinstance(input_signature, (list, tuple)):
+        input_signature = [input_signature]
+    return [
+        spec
+        if isinstance(spec, tf.TensorSpec)
+        else tf.TensorSpec(shape=spec.shape, dtype=spec.dtype or "float32")
+        for spec in input_signature
+    ]
+
+
+def _write_saved_model(student, head, signature, path):
+    """A SavedModel whose `serving_default` returns the head's serving outputs."""
+
+    def serve(*inputs):
+        x = inputs[0] if len(inputs) == 1 else list(inputs)
+        return head.serving_outputs(student(x, training=False))
+
+    archive = keras.export.ExportArchive()
+    archive.track(student)
+    archive.add_endpoint("serve", serve, input_signature=signature)
+    if os.path.isdir(path):
+        shutil.rmtree(path)  # a stale export must not mix with the new one
+    archive.write_out(path, verbose=False)
+
+
+def _configure_quantization(converter, quantization, representative_data, signature):
+    if quantization is None:
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        rows = _calibration_rows(representative_data, signature)
+
+        def representative_dataset():
+            for row in rows:
+                yield [row[None]]
+
+        converter.representative_dataset = representative_dataset
+
+
+def _calibration_rows(data, signature):
+    """Up to `_CALIBRATION_ROWS` single inputs from an array or a dataset."""
+    if isinstance(data, tf.data.Dataset):
+        batches = []
+        count = 0
+        for element in data:
+            x = element[0] if isinstance(element, (tuple, list)) else element
+            batches.append(np.asarray(x))
+            count += len(batches[-1])
+            if count >= _CALIBRATION_ROWS:
+                break
+        data = np.concatenate(batches) if batches else np.zeros((0,))
+    rows = np.asarray(data)[:_CALIBRATION_ROWS].astype(signature[0].dtype.as_numpy_dtype)
+    if len(rows) == 0 or rows.shape[1:] != tuple(signature[0].shape[1:]):
+        raise ValueError(
+            "`representative_data` must hold training inputs of shape "
+            f"(rows, {', '.join(str(d) for d in signature[0].shape[1:])}). "
+            f"Received: shape={rows.shape}"
+        )
+    return rows
+
+
+def tflite_predict(path, x):
+    """Runs an exported `.tflite` student on a batch; returns its output dict.
+
+    Args:
+        path: A file written by `export_student(..., format="tflite")`.
+        x: A batch of inputs (an array), or a list of arrays for several inputs.
+
+    Returns:
+        A dict of NumPy arrays, e.g. `{"logits", "probabilities"}`.
+
+    Example:
+
+    ```python
+    probabilities = keras_ecl.export.tflite_predict(
+        "saved_models/student.tflite", x_test)["probabilities"]
+    ```
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner("serving_default")
+    names = interpreter.get_signature_list()["serving_default"]["inputs"]
+    arrays = x if isinstance(x, (list, tuple)) else [x]
+    if len(arrays) != len(names):
+        raise ValueError(
+            f"The TFLite model takes {len(names)} input(s) {names}. Received: {len(arrays)}"
+        )
+    details = runner.get_input_details()
+    # Signature inputs are listed by name: inputs_0, inputs_1, ... in order.
+    feeds = {
+        name: np.asarray(array, dtype=details[name]["dtype"])
+        for name, array in zip(names, arrays, strict=True)
+    }
+    return runner(**feeds)
