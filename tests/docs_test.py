@@ -14,8 +14,8 @@ def python_blocks(path):
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
-def test_readme_quickstart_runs_as_written(tmp_path, monkeypatch):
-    quickstart = python_blocks(ROOT / "README.md")[0]
+def test_readme_snippets_run_as_written_in_order(tmp_path, monkeypatch):
+    quickstart, export = python_blocks(ROOT / "README.md")[:2]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "saved_models").mkdir()
     namespace = {}
@@ -23,6 +23,12 @@ def test_readme_quickstart_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "saved_models" / "student.keras").exists()
     history = namespace["distiller"].history.history
     assert {"loss", "student_loss", "distillation_loss", "extracurricular_loss"} <= set(history)
+
+    exec(compile(export, "README.md export", "exec"), namespace)
+    for name in ("student/saved_model.pb", "student.tflite", "student_int8.tflite"):
+        assert (tmp_path / "saved_models" / name).exists(), name
+    assert namespace["probabilities"].shape == (4, 3)
+    assert namespace["on_device"]["probabilities"].shape == (4, 3)
 
 
 def test_demo_smoke_runs_end_to_end(tmp_path):
