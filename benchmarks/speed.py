@@ -1,0 +1,202 @@
+"""Training speed: plain `student.fit`, KD (ours), `keras.distillation.Distiller`
+and ECL, side by side in one run.
+
+ECL runs the teacher and the student on `(1 + k) * batch` rows per step (the real
+batch and `k` synthetic inputs per real input), so its fair baseline is KD on a
+batch of the same total size: the ratio ECL / KD(same total rows) is the cost of
+sampling itself. Our KD is compared with Keras' own Distiller at equal batches.
+
+Each configuration is compiled once, then trained for a few epochs in rounds
+that interleave the configurations (so machine load hits all of them alike);
+the figure is the median time of an epoch (compilation happens before, in a
+first epoch that is not timed).
+
+Run `python benchmarks/speed.py` (about 5 minutes on 2 CPU cores), or with
+`--smoke` for a check of a few seconds.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+
+import mnist1d_distillation as demo  # noqa: E402
+
+import keras_ecl  # noqa: E402
+
+# Rows divisible by every batch size below, so no partial batch retraces a step.
+CONFIGS = {
+    "full": {"rows": 4200, "batch_size": 100, "rounds": 6, "epochs_per_round": 2},
+    "smoke": {"rows": 300, "batch_size": 50, "rounds": 1, "epochs_per_round": 2},
+}
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall-clock time of each epoch (epoch hooks keep Keras' async dispatch on)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def make_runs(teacher, batch_size):
+    """Name -> (model factory, batch size, rows per step) of each configuration."""
+    head = keras_ecl.heads.Categorical(temperature=demo.TEMPERATURE)
+    weight = demo.SUPERVISED_WEIGHT
+
+    def ours(mode, k=0):
+        def build(jit_compile):
+            distiller = keras_ecl.Distiller(
+                demo.make_student(),
+                teacher,
+                head=head,
+                mode=mode,
+                supervised_weight=weight,
+                sampler=keras_ecl.samplers.MixUp(alpha=1.0, seed=0) if mode == "ecl" else None,
+                samples_per_example=max(k, 1),
+            )
+            distiller.compile(optimizer="adam", jit_compile=jit_compile)
+            return distiller
+
+        return build
+
+    def keras_distiller(jit_compile):
+        distiller = keras.distillation.Distiller(
+            teacher=teacher,
+            student=demo.make_student(),
+            distillation_losses=keras.distillation.LogitsDistillation(temperature=demo.TEMPERATURE),
+            student_loss_weight=weight,
+        )
+        distiller.compile(
+            optimizer="adam",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+        return distiller
+
+    def plain(jit_compile):
+        model = demo.make_student()
+        model.compile(
+            optimizer="adam",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+        return model
+
+    b = batch_size
+    return {
+        "student.fit": (plain, b, b),
+        "keras Distiller": (keras_distiller, b, b),
+        "KD (ours)": (ours("kd"), b, b),
+        "keras Distiller, 2x batch": (keras_distiller, 2 * b, 2 * b),
+        "KD (ours), 2x batch": (ours("kd"), 2 * b, 2 * b),
+        "ECL k=1": (ours("ecl", 1), b, 2 * b),
+        "KD (ours), 3x batch": (ours("kd"), 3 * b, 3 * b),
+        "ECL k=2": (ours("ecl", 2), b, 3 * b),
+    }
+
+
+def measure(runs, x, y, config, jit_compile):
+    """Median seconds per step of each run, interleaved over rounds."""
+    models = {}
+    timers = {name: EpochTimer() for name in runs}
+    for name, (build, batch_size, _) in runs.items():
+        keras.utils.set_random_seed(0)
+        models[name] = build(jit_compile)
+        models[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # trace + compile
+    for _ in range(config["rounds"]):
+        for name, (_, batch_size, _) in runs.items():
+            timer = EpochTimer()
+            models[name].fit(
+                x,
+                y,
+                batch_size=batch_size,
+                epochs=config["epochs_per_round"],
+                verbose=0,
+                callbacks=[timer],
+            )
+            timers[name].seconds.extend(timer.seconds)
+    results = {}
+    for name, (_, batch_size, rows) in runs.items():
+        steps = len(x) // batch_size
+        epoch_seconds = statistics.median(timers[name].seconds)
+        results[name] = {
+            "batch_size": batch_size,
+            "rows_per_step": rows,
+            "step_ms": 1000 * epoch_seconds / steps,
+            "steps_per_s": steps / epoch_seconds,
+            "epochs_timed": len(timers[name].seconds),
+        }
+    return results
+
+
+RATIOS = [
+    ("ECL k=1 / KD (ours), same rows", "ECL k=1", "KD (ours), 2x batch"),
+    ("ECL k=2 / KD (ours), same rows", "ECL k=2", "KD (ours), 3x batch"),
+    ("KD (ours) / keras Distiller", "KD (ours)", "keras Distiller"),
+    ("KD (ours) / keras Distiller, 2x batch", "KD (ours), 2x batch", "keras Distiller, 2x batch"),
+]
+
+
+def report(all_results):
+    lines = []
+    for jit_compile, results in all_results.items():
+        lines.append(f"\njit_compile={jit_compile}")
+        lines.append(
+            f"{'configuration':<28}{'batch':>7}{'rows/step':>11}{'ms/step':>10}{'steps/s':>10}"
+        )
+        for name, r in results.items():
+            lines.append(
+                f"{name:<28}{r['batch_size']:>7}{r['rows_per_step']:>11}"
+                f"{r['step_ms']:>10.2f}{r['steps_per_s']:>10.1f}"
+            )
+        for label, numerator, denominator in RATIOS:
+            ratio = results[numerator]["step_ms"] / results[denominator]["step_ms"]
+            lines.append(f"  {label}: {ratio:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a check of a few seconds")
+    parser.add_argument("--jit", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--output", default=None, help="JSON file for the results")
+    args = parser.parse_args(argv)
+    config = CONFIGS["smoke" if args.smoke else "full"]
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(config["rows"], 40)).astype("float32")
+    y = rng.integers(0, 10, size=config["rows"]).astype("int32")
+    keras.utils.set_random_seed(0)
+    teacher = demo.make_teacher()  # speed does not depend on the teacher's weights
+    runs = make_runs(teacher, config["batch_size"])
+
+    jit_values = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
+    all_results = {}
+    for jit_compile in jit_values:
+        all_results[jit_compile] = measure(runs, x, y, config, jit_compile)
+        print(report({jit_compile: all_results[jit_compile]}), flush=True)
+    if args.output:
+        import json
+
+        with open(args.output, "w") as f:
+            json.dump({str(k): v for k, v in all_results.items()}, f, indent=2)
+    return all_results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""The speed benchmark's smoke run measures every configuration side by side."""
+
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import speed  # noqa: E402
+
+
+def test_smoke_run_times_every_configuration(tmp_path, capsys):
+    output = tmp_path / "speed.json"
+    results = speed.main(["--smoke", "--jit", "off", "--output", str(output)])
+    (timings,) = results.values()
+    batch = speed.CONFIGS["smoke"]["batch_size"]
+    assert timings["ECL k=1"]["rows_per_step"] == timings["KD (ours), 2x batch"]["batch_size"]
+    assert timings["ECL k=2"]["rows_per_step"] == 3 * batch
+    for name, timing in timings.items():
+        assert timing["step_ms"] > 0, name
+        assert timing["epochs_timed"] == 2, name
+        assert abs(timing["steps_per_s"] * timing["step_ms"] / 1000 - 1) < 1e-9
+    printed = capsys.readouterr().out
+    for label, _, _ in speed.RATIOS:
+        assert label in printed
+    assert output.exists()
