@@ -347,16 +347,17 @@ def describe(name, model):
 Plain SGD with momentum 0.9 and a step (CRD) or cosine schedule, for the teacher
 and for every student. The teacher is trained once and cached in `--output-dir`.
 
-`make_strategy` is the one place that picks the `tf.distribute` strategy: the
-default one (a single device, or whatever scope the caller opened). Models,
-optimizers and samplers are created under its scope and batch sizes are global,
-so a `TPUStrategy` returned there (issue 4) needs no other change.
+`make_strategy` is the one place that picks the `tf.distribute` strategy:
+`keras_ecl.distribute.get_strategy()` returns a `TPUStrategy` on a Colab/Cloud
+TPU, `MirroredStrategy` over several GPUs, `MultiWorkerMirroredStrategy` when
+`TF_CONFIG` names a cluster, else the default strategy. Models, optimizers and
+samplers are created under its scope and batch sizes are global.
 """
 
 
 def make_strategy():
-    """The distribution strategy; the hook for TPUs (issue 4)."""
-    return tf.distribute.get_strategy()
+    """The distribution strategy for this machine (`keras_ecl.distribute`)."""
+    return keras_ecl.distribute.get_strategy()
 
 
 def make_optimizer(epochs, steps_per_epoch, batch_size, schedule):

@@ -13,6 +13,7 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
 from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
 from keras_ecl import heads as heads_lib
@@ -39,6 +40,21 @@ def _split(outputs, batch_size):
     real = keras.tree.map_structure(lambda t: t[:batch_size], outputs)
     synthetic = keras.tree.map_structure(lambda t: t[batch_size:], outputs)
     return real, synthetic
+
+
+def _for_multi_worker_mean(logs):
+    """Scalar logs as shape-[1] tensors when several workers train.
+
+    Keras (3.15) averages the step logs of `MultiWorkerMirroredStrategy` with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars every
+    `train_step` returns. A length-1 axis makes that reduce the mean over the
+    workers, a scalar again. Elsewhere the logs pass unchanged.
+    """
+    if not _collective_all_reduce_multi_worker(tf.distribute.get_strategy()):
+        return logs
+    return tf.nest.map_structure(
+        lambda value: tf.reshape(value, [1]) if value.shape.rank == 0 else value, logs
+    )
 
 
 def _output_shape(outputs):
@@ -294,7 +310,8 @@ class Distiller(keras.Model):
         """Compiled metrics on the head's point prediction for real inputs."""
         real_outputs, _ = _split(outputs, batch_size)
         y_pred = self.head.point_prediction(real_outputs)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return _for_multi_worker_mean(logs)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -389,6 +406,33 @@ class Distiller(keras.Model):
             self.check_data(params["validation_data"], None, None, "validation_data")
         params["callbacks"] = list(params.get("callbacks") or []) + [_NonFiniteLossGuard()]
         return super().fit(**params)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds from this worker's first local batch under a strategy.
+
+        Keras (3.15) reduces the whole first `(x, y)` batch with one
+        `strategy.reduce("MEAN", ...)`, which `MultiWorkerMirroredStrategy`
+        rejects ("Attempt to convert a value (PerReplica ..."), as in
+        keras-team/keras#20329. Building needs shapes and dtypes only, so the
+        first local replica's batch serves, with no collective at all.
+        """
+        strategy = self._distribute_strategy
+        if iterator is not None and strategy is not None:
+            for _, _, distributed in iterator:
+                batch = next(distributed)
+                break
+            else:
+                return  # no batch to build from; the train function will build
+            data_batch = tf.nest.map_structure(
+                lambda value: (
+                    strategy.experimental_local_results(value)[0]
+                    if isinstance(value, tf.distribute.DistributedValues)
+                    else value
+                ),
+                batch,
+            )
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def check_data(self, x, y=None, sample_weight=None, argument="x"):
         """Checks data against the models, head and sampler; raises if unfit.
