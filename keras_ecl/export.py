@@ -17,13 +17,15 @@ from keras_ecl import heads as heads_lib
 
 FORMATS = ("tf_saved_model", "tflite")
 QUANTIZATIONS = (None, "dynamic_range", "float16", "int8")
+# Where students go when no path is given.
+DEFAULT_DIRECTORY = "saved_models"
 # Rows of the representative data the int8 converter calibrates on.
 _CALIBRATION_ROWS = 200
 
 
 def export_student(
     model,
-    path,
+    path=None,
     format="tf_saved_model",
     head=None,
     quantization=None,
@@ -44,6 +46,8 @@ def export_student(
         model: A `keras_ecl.Distiller` (its student and head are exported) or a
             built `keras.Model` whose output is raw head parameters.
         path: Directory of the SavedModel, or the `.tflite` file to write.
+            Defaults to None: `saved_models/<student name>` (plus `.tflite`,
+            or `_<quantization>.tflite` when quantized).
         format: `"tf_saved_model"` or `"tflite"`. Defaults to "tf_saved_model".
         head: A `keras_ecl.heads.Head` or its name. Defaults to None: the
             Distiller's head, or "categorical" for a plain model.
@@ -107,6 +111,10 @@ def export_student(
             f"Received: model={type(model).__name__}"
         )
     head = heads_lib.get("categorical" if head is None else head)
+    if path is None:
+        suffix = "" if format == "tf_saved_model" else f"_{quantization}" if quantization else ""
+        suffix += ".tflite" if format == "tflite" else ""
+        path = os.path.join(DEFAULT_DIRECTORY, student.name + suffix)
     _check_exportable(student)
     signature = _input_signature(student, input_signature)
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_ecl
-from keras_ecl import heads, samplers
+from keras_ecl import heads, losses, samplers
 
 NUM_FEATURES = 6
 NUM_CLASSES = 3
@@ -740,3 +740,30 @@ def test_pair_outputs_do_not_fit_a_categorical_head():
 
     with pytest.raises(ValueError, match="expected one tensor"):
         keras_ecl.Distiller(two_outputs(4), two_outputs(8))
+
+
+@pytest.mark.parametrize("head_name", ["categorical", "normal", "laplace"])
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_with_float32_losses(policy, head_name):
+    x, y, head, units = _head_case(head_name)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        distiller = keras_ecl.Distiller(
+            mlp(8, units), mlp(16, units), head=head, sampler=SAMPLERS["one_of"]()
+        )
+        distiller.compile(optimizer="adam")
+        history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
+        outputs = distiller.student(x[:4])
+        kl = losses.DistributionKL(head)(distiller.teacher(x[:4]), outputs)
+        nll = losses.NegativeLogLikelihood(head)(y[:4], outputs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    compute_dtype = policy.removeprefix("mixed_")
+    assert keras.backend.standardize_dtype(outputs.dtype) == compute_dtype
+    assert kl.dtype == nll.dtype == tf.float32
+    # Only float16 needs loss scaling; Keras wraps the optimizer for it alone.
+    scaled = isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (policy == "mixed_float16")
+    for key in ("loss", "distillation_loss", "extracurricular_loss"):
+        assert np.all(np.isfinite(history.history[key])), key
+    assert all(np.all(np.isfinite(w)) for w in distiller.student.get_weights())

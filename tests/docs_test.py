@@ -15,7 +15,7 @@ def python_blocks(path):
 
 
 def test_readme_snippets_run_as_written_in_order(tmp_path, monkeypatch):
-    quickstart, export = python_blocks(ROOT / "README.md")[:2]
+    quickstart, export, distributed = python_blocks(ROOT / "README.md")[:3]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "saved_models").mkdir()
     namespace = {}
@@ -29,6 +29,11 @@ def test_readme_snippets_run_as_written_in_order(tmp_path, monkeypatch):
         assert (tmp_path / "saved_models" / name).exists(), name
     assert namespace["probabilities"].shape == (4, 3)
     assert namespace["on_device"]["probabilities"].shape == (4, 3)
+
+    exec(compile(distributed, "README.md multi-GPU / TPU", "exec"), namespace)
+    history = namespace["distiller"].history.history
+    assert len(history["extracurricular_loss"]) == 2
+    assert namespace["strategy"].num_replicas_in_sync == 1  # one CPU here: the default
 
 
 def test_demo_smoke_runs_end_to_end(tmp_path):

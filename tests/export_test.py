@@ -204,3 +204,18 @@ def test_representative_data_of_the_wrong_shape(tmp_path):
             quantization="int8",
             representative_data=np.zeros((10, 5), "float32"),
         )
+
+
+def test_default_paths_are_under_saved_models(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    student = mlp(8, 3)
+    student.name = "tiny_student"
+    x = make_x()
+    saved = keras_ecl.export_student(student)
+    flat = keras_ecl.export_student(student, format="tflite")
+    small = keras_ecl.export_student(student, format="tflite", quantization="float16")
+    assert saved == os.path.join("saved_models", "tiny_student")
+    assert flat == os.path.join("saved_models", "tiny_student.tflite")
+    assert small == os.path.join("saved_models", "tiny_student_float16.tflite")
+    np.testing.assert_allclose(served(saved, x)["logits"], student.predict(x, verbose=0), atol=1e-5)
+    assert os.path.exists(flat) and os.path.exists(small)
