@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-smoke test test-all lint format clean
+.PHONY: install demo demo-smoke benchmarks benchmarks-report test test-all lint format clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ demo: $(STAMP)
 
 demo-smoke: $(STAMP)
 	$(BIN)/python examples/mnist1d_distillation.py --smoke
+
+## Accuracy benchmarks over 3 seeds (about an hour on 2 CPU cores), then BENCHMARKS.md.
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+benchmarks-report: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --report-only
 
 ## Fast suite (slow tests marked `large` are skipped); `make test-all` runs everything.
 test: $(STAMP)

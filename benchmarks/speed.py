@@ -26,11 +26,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+if ROOT not in sys.path:  # run as a script: make `benchmarks` importable
+    sys.path.append(ROOT)
 
 import mnist1d_distillation as demo  # noqa: E402
 
 import keras_ecl  # noqa: E402
+from benchmarks.common import markdown_table  # noqa: E402
 
 # Rows divisible by every batch size below, so no partial batch retraces a step.
 CONFIGS = {
@@ -78,7 +82,10 @@ def make_runs(teacher, batch_size):
         distiller = keras.distillation.Distiller(
             teacher=teacher,
             student=demo.make_student(),
-            distillation_losses=keras.distillation.LogitsDistillation(temperature=demo.TEMPERATURE),
+            # An instance, not the string: see benchmarks/common.keras_logits_distillation.
+            distillation_losses=keras.distillation.LogitsDistillation(
+                temperature=demo.TEMPERATURE, loss=keras.losses.KLDivergence()
+            ),
             student_loss_weight=weight,
         )
         distiller.compile(
@@ -164,8 +171,7 @@ def report(all_results):
                 f"{name:<28}{r['batch_size']:>7}{r['rows_per_step']:>11}"
                 f"{r['step_ms']:>10.2f}{r['steps_per_s']:>10.1f}"
             )
-        for label, numerator, denominator in RATIOS:
-            ratio = results[numerator]["step_ms"] / results[denominator]["step_ms"]
+        for label, ratio in ratios(results).items():
             lines.append(f"  {label}: {ratio:.3f}")
     return "\n".join(lines)
 
@@ -191,12 +197,65 @@ def main(argv=None):
         all_results[jit_compile] = measure(runs, x, y, config, jit_compile)
         print(report({jit_compile: all_results[jit_compile]}), flush=True)
     if args.output:
-        import json
-
-        with open(args.output, "w") as f:
-            json.dump({str(k): v for k, v in all_results.items()}, f, indent=2)
+        write_results(all_results, config, args.output, argv)
     return all_results
 
 
-if __name__ == "__main__":
-    main()
+def ratios(results):
+    """`{label: step-time ratio}` of `RATIOS` for one jit setting."""
+    return {
+        label: results[numerator]["step_ms"] / results[denominator]["step_ms"]
+        for label, numerator, denominator in RATIOS
+    }
+
+
+def write_results(all_results, config, path, argv=None):
+    """The timings, their ratios, the date, machine and command, as JSON."""
+    import datetime
+    import json
+
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    payload = {
+        "name": "speed",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": "2-core CPU, no GPU",
+        "command": " ".join([".venv/bin/python", "benchmarks/speed.py", *arguments]),
+        "config": config,
+        "results": {str(jit): results for jit, results in all_results.items()},
+        "ratios": {str(jit): ratios(results) for jit, results in all_results.items()},
+    }
+    with open(path, "w") as file:
+        json.dump(payload, file, indent=2)
+    return payload
+
+
+def markdown_section(result):
+    """The BENCHMARKS.md section of a `write_results` file."""
+    parts = [
+        "## Speed: steps per second, ECL vs KD vs `keras.distillation.Distiller`",
+        "MNIST-1D-shaped random data (4200 rows of length 40), the demo's CNN teacher "
+        "and MLP student, Adam. ECL with k samples per input runs teacher and student on "
+        "(1 + k) x batch rows, so it is compared with KD on a batch of the same total "
+        "size: that ratio is the cost of sampling itself. Each figure is the median "
+        f"epoch time over {result['config']['rounds']} interleaved rounds of "
+        f"{result['config']['epochs_per_round']} epochs, after a first, untimed epoch "
+        "that traces and compiles.",
+        f"Command: `{result['command']}`  \nDate: {result['date']}; machine: {result['machine']}.",
+    ]
+    for jit, results in result["results"].items():
+        rows = [
+            [
+                name,
+                r["batch_size"],
+                r["rows_per_step"],
+                f"{r['step_ms']:.2f}",
+                f"{r['steps_per_s']:.1f}",
+            ]
+            for name, r in results.items()
+        ]
+        table = markdown_table(["configuration", "batch", "rows/step", "ms/step", "steps/s"], rows)
+        ratio_lines = "\n".join(
+            f"- {label}: **{value:.3f}**" for label, value in result["ratios"][jit].items()
+        )
+        parts.append(f"### jit_compile={jit}\n\n{table}\n\n{ratio_lines}")
+    return "\n\n".join(parts)

@@ -1,5 +1,6 @@
 """The speed benchmark's smoke run measures every configuration side by side."""
 
+import json
 import pathlib
 import sys
 
@@ -23,4 +24,11 @@ def test_smoke_run_times_every_configuration(tmp_path, capsys):
     printed = capsys.readouterr().out
     for label, _, _ in speed.RATIOS:
         assert label in printed
-    assert output.exists()
+    saved = json.loads(output.read_text())
+    assert saved["results"]["False"] == timings
+    kd, ecl = timings["KD (ours), 2x batch"], timings["ECL k=1"]
+    ratio = saved["ratios"]["False"]["ECL k=1 / KD (ours), same rows"]
+    assert ratio == ecl["step_ms"] / kd["step_ms"]
+    section = speed.markdown_section(saved)
+    assert section.startswith("## Speed")
+    assert f"- ECL k=1 / KD (ours), same rows: **{ratio:.3f}**" in section

@@ -1,0 +1,1 @@
+"""Accuracy benchmarks of keras_ecl: ERM, KD and ECL over seeds (see BENCHMARKS.md)."""

@@ -1,0 +1,261 @@
+"""Friedman #1 with heteroscedastic noise: Normal-head ensemble teacher -> small MLP student.
+
+`sklearn.datasets.make_friedman1` (10 features, 5 of them used) plus noise whose
+standard deviation grows with the first feature, so a good model must predict
+an input-dependent scale. ECL's sampler is chosen on the validation split with
+one seed; the test split scores the final models only.
+
+Run `.venv/bin/python benchmarks/friedman1.py`, or with `--smoke` for a run of seconds.
+"""
+
+import os
+import sys
+
+if __package__ in (None, ""):  # Run as a script: make `benchmarks` importable.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_ecl  # noqa: E402
+from benchmarks import common  # noqa: E402
+
+NAME = "friedman1"
+DATA_SEED = 11  # features, noise and split are fixed; seeds vary the training only
+SPLIT = {"train": 800, "val": 400, "test": 2000}
+SUPERVISED_WEIGHT = 0.1
+CONFIGS = {
+    "full": {
+        "teacher_epochs": 1000,
+        "teacher_members": 5,
+        "patience": 100,
+        "student_epochs": 200,
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "probe_epochs": 5,
+        "samples_per_example": 4,
+        "sweep": ["Gaussian 0.1", "Gaussian 0.3", "Gaussian 0.5", "MixUp 1.0", "OneOf"],
+    },
+    "smoke": {
+        "teacher_epochs": 2,
+        "teacher_members": 2,
+        "patience": 1,
+        "student_epochs": 2,
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "probe_epochs": 1,
+        "samples_per_example": 1,
+        "sweep": ["Gaussian 0.3", "OneOf"],
+    },
+}
+CONTROLS = ("ECL", "KD-MSE", "KD-equal-time", "Identity")
+
+
+def noise_scale(x):
+    return 0.5 + 2.0 * x[:, 0]
+
+
+def load_friedman1():
+    """Standardised splits and the training target's `(mean, std)`.
+
+    Returns `((x, y) train, (x, y) val, (x, y) test, (y_mean, y_std))`, inputs
+    and targets standardised with training statistics.
+    """
+    from sklearn.datasets import make_friedman1
+
+    total = sum(SPLIT.values())
+    x, y = make_friedman1(n_samples=total, n_features=10, noise=0.0, random_state=DATA_SEED)
+    y = y + noise_scale(x) * np.random.default_rng(DATA_SEED).normal(size=total)
+    ends = np.cumsum([SPLIT["train"], SPLIT["val"]])
+    parts = np.split(x, ends), np.split(y, ends)
+    x_mean, x_std = parts[0][0].mean(axis=0), parts[0][0].std(axis=0)
+    y_mean, y_std = parts[1][0].mean(), parts[1][0].std()
+    splits = [
+        (((xs - x_mean) / x_std).astype("float32"), ((ys - y_mean) / y_std).astype("float32"))
+        for xs, ys in zip(*parts, strict=True)
+    ]
+    return (*splits, (float(y_mean), float(y_std)))
+
+
+def make_mlp(widths, name, dropout=0.0):
+    layers = [keras.Input((10,))]
+    for width in widths:
+        layers.append(keras.layers.Dense(width, activation="relu"))
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras_ecl.heads.HeadLayer("normal", event_size=1))
+    return keras.Sequential(layers, name=name)
+
+
+def make_member():
+    """One member of the teacher ensemble."""
+    return make_mlp([256, 256], "mlp_member", dropout=0.1)
+
+
+class MomentMatchedNormal(keras.layers.Layer):
+    """`[loc, raw_scale]` of the Normal with the mean and variance of a uniform
+    mixture of the members' Normals (a deep ensemble, Lakshminarayanan et al., 2017)."""
+
+    def call(self, outputs):
+        head = keras_ecl.heads.Normal()
+        locs, scales = zip(*(head.split(output) for output in outputs), strict=True)
+        locs, scales = keras.ops.stack(locs), keras.ops.stack(scales)
+        loc = keras.ops.mean(locs, axis=0)
+        variance = keras.ops.mean(scales**2 + locs**2, axis=0) - loc**2
+        raw = keras.ops.sqrt(keras.ops.maximum(variance, 0.0)) - head.min_scale
+        raw = keras.ops.maximum(raw, 1e-6)
+        raw = raw + keras.ops.log(-keras.ops.expm1(-raw))  # inverse softplus
+        return keras.ops.concatenate([loc, raw], axis=-1)
+
+
+def train_ensemble_teacher(train, validation, config, seed):
+    """`teacher_members` Normal-head MLPs fitted by NLL with early stopping on
+    validation NLL, combined into one Normal; returns `(teacher, seconds)`.
+
+    A single NLL-trained MLP overfits 800 rows: on validation it was no
+    better than the 16-unit student (RMSE 2.02-2.25 vs 2.01-2.39, NLL
+    2.22-2.23 vs 2.15-2.31; L2, smaller learning rates and beta-NLL did not
+    help), leaving no gap to close. The ensemble reached RMSE 1.87, NLL 2.00.
+    """
+    loss = keras_ecl.losses.NegativeLogLikelihood(keras_ecl.heads.Normal())
+    members, seconds = [], 0.0
+    for index in range(config["teacher_members"]):
+        member, member_seconds = common.train_teacher(
+            make_member, loss, train, config, 1000 * seed + index, **teacher_fit(validation, config)
+        )
+        member.trainable = False
+        member.name = f"member_{index}"  # functional models need unique names
+        members.append(member)
+        seconds += member_seconds
+    inputs = keras.Input((10,))
+    outputs = MomentMatchedNormal()([member(inputs) for member in members])
+    return keras.Model(inputs, outputs, name="ensemble_teacher"), seconds
+
+
+def make_student():
+    return make_mlp([16], "mlp_student")
+
+
+def make_sampler(name, seed):
+    """One of the swept samplers (scales in standardised input units), seeded from `seed`."""
+    samplers = keras_ecl.samplers
+    if name.startswith("Gaussian"):
+        return samplers.GaussianNoise(scale=float(name.split()[1]), seed=seed)
+    if name.startswith("MixUp"):
+        return samplers.MixUp(alpha=float(name.split()[1]), seed=seed)
+    return samplers.OneOf([samplers.MixUp(1.0), samplers.GaussianNoise(0.3)], seed=seed)
+
+
+def runs(sampler_name, seed, config):
+    return common.student_options(
+        keras_ecl.heads.Normal(),
+        SUPERVISED_WEIGHT,
+        make_sampler(sampler_name, 1000 + seed),
+        config["samples_per_example"],
+    )
+
+
+def scorer(x, y, y_stats):
+    """`score(model)`: RMSE and Gaussian NLL on `(x, y)` in the original target units."""
+    y_mean, y_std = y_stats
+
+    def score(model):
+        loc, scale = common.normal_parameters(common.predict(model, x))
+        loc, scale, target = loc * y_std + y_mean, scale * y_std, y * y_std + y_mean
+        return {"rmse": common.rmse(loc, target), "nll": common.gaussian_nll(target, loc, scale)}
+
+    return score
+
+
+def teacher_fit(validation, config):
+    stop = keras.callbacks.EarlyStopping(patience=config["patience"], restore_best_weights=True)
+    return {"validation_data": validation, "callbacks": [stop]}
+
+
+def sweep(train, validation, y_stats, config, seed):
+    """Validation NLL and RMSE of ECL per sampler (and of KD, for reference)."""
+    teacher, _ = train_ensemble_teacher(train, validation, config, seed)
+    candidates = {"KD": runs(config["sweep"][0], seed, config)["KD"]}
+    candidates.update({name: runs(name, seed, config)["ECL"] for name in config["sweep"]})
+    return common.sweep(
+        NAME,
+        seed,
+        teacher,
+        make_student,
+        candidates,
+        train,
+        config,
+        scorer(*validation, y_stats),
+        lambda metrics: metrics["val_nll"],
+    )
+
+
+def main(argv=None):
+    args, config = common.parse_args(__doc__, CONFIGS, argv)
+    train, validation, test, y_stats = load_friedman1()
+    sweep_results, choice = sweep(train, validation, y_stats, config, args.seeds[0])
+    swept = {"seed": args.seeds[0], "results": sweep_results, "choice": choice}
+    print(f"Chosen ECL sampler (validation NLL): {choice}", flush=True)
+    per_seed = common.run_seeds(
+        lambda seed: common.regression_seed(
+            NAME,
+            seed,
+            train,
+            (make_member, make_student),
+            runs(choice, seed, config),
+            config,
+            scorer(*test, y_stats),
+            teacher=lambda seed: train_ensemble_teacher(train, validation, config, seed),
+        ),
+        args.seeds,
+    )
+    summary = common.summarize(per_seed)
+    result = {
+        "title": "Friedman #1 with heteroscedastic noise: Normal-head ensemble teacher -> MLP-16",
+        "description": (
+            "`make_friedman1(n_features=10, noise=0)` plus Normal noise of std 0.5 + 2·x0 "
+            f"(data seed {DATA_SEED}); {SPLIT['train']} train / {SPLIT['val']} validation / "
+            f"{SPLIT['test']} test rows, inputs and target standardised with training "
+            "statistics, metrics in the original target units. Teacher: a deep ensemble of "
+            f"{config['teacher_members']} MLPs (ReLU 256-256, dropout 0.1, Normal head), "
+            "each fitted by NLL with early stopping on validation NLL (patience "
+            f"{config['patience']}, best weights), moment-matched into one Normal. Student: "
+            f"MLP ReLU 16 with a Normal head, {config['student_epochs']} epochs, "
+            f"batch {config['batch_size']}, "
+            f"Adam {config['learning_rate']}. KD-MSE: student mean fitted to the teacher's "
+            "mean by MSE (then one constant scale, the RMS training residual). KD: Normal KL "
+            f"on training inputs (`mode='kd'`, supervised weight {SUPERVISED_WEIGHT}). ECL: "
+            f"the same plus {config['samples_per_example']} samples per input from "
+            f"**{choice}** (chosen on validation NLL)."
+        ),
+        "command": common.command_line(NAME, argv),
+        "seeds": args.seeds,
+        "config": config,
+        "sweep": swept,
+        "columns": [
+            ["rmse", "test RMSE", 3],
+            ["nll", "test NLL", 3],
+            ["seconds", "train s", 1],
+        ],
+        "summary": summary,
+        "gap_closed": common.gaps(summary, "nll", False, CONTROLS),
+        "per_seed": per_seed,
+        "notes": [
+            common.sweep_note(swept, ["nll", "rmse"]),
+            "Why an ensemble teacher: a single 128-128-128 NLL-trained MLP was tried first "
+            "and was no better than the student alone (seed 0 test RMSE 2.14 / NLL 2.29 vs "
+            "ERM 2.06 / 2.18; seed 1 2.31 / 2.26 vs 1.92 / 2.13), so there was no gap to "
+            "close; on validation, L2, lower learning rates and beta-NLL did not fix it, "
+            "and a 5-member ensemble did (RMSE 1.87, NLL 2.00 on seed 0).",
+            "Gaussian scales are in standardised input units; OneOf = MixUp(1.0) or "
+            "GaussianNoise(0.3), chosen per synthetic input.",
+            "Gap closed on test NLL, (NLL_KD − NLL) / (NLL_KD − NLL_teacher) on the means, "
+            "only where the teacher is better than KD; a student may beat its teacher.",
+            *common.control_notes(per_seed, config["student_epochs"]),
+        ],
+    }
+    return common.finish(NAME, result, args.output)
+
+
+if __name__ == "__main__":
+    main()
