@@ -1,10 +1,11 @@
-"""Runs the four accuracy benchmarks one after the other and writes BENCHMARKS.md.
+"""Runs the accuracy benchmarks and the speed benchmark, then writes BENCHMARKS.md.
 
 Each benchmark runs in its own process (smallest first) and writes
 `<output>/<name>.json`; BENCHMARKS.md is then rebuilt from whatever result
 files exist, so `--report-only` regenerates it without training anything.
 
-Run `.venv/bin/python benchmarks/run_all.py` (about an hour on a 2-core CPU);
+Run `.venv/bin/python benchmarks/run_all.py` (about 1.5 hours on a 2-core CPU;
+`speed.py` runs last, so that nothing else loads the machine while it times);
 `--smoke` for seconds-long runs, `--only toy_regression friedman1` for a subset.
 """
 
@@ -41,6 +42,7 @@ Regenerate: `make benchmarks` (or `.venv/bin/python benchmarks/run_all.py`);
 rebuild this file from the JSON results alone with
 `.venv/bin/python benchmarks/run_all.py --report-only`. Results:
 `benchmarks/results/<name>.json` (per seed, per model), logs next to them.
+The README's Benchmarks section says in words what these tables show.
 """
 
 
@@ -49,7 +51,9 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, runs in seconds")
     parser.add_argument("--output", default=common.RESULTS_DIR, help="folder of the results")
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument(
+        "--only", nargs="+", choices=[*BENCHMARKS, "speed"], default=[*BENCHMARKS, "speed"]
+    )
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report")
     parser.add_argument("--report", default=REPORT, help="path of the markdown report")
     return parser.parse_args(argv)
@@ -57,6 +61,12 @@ def parse_args(argv=None):
 
 def run(name, args):
     """Runs one benchmark in its own process; raises if it fails."""
+    if name == "speed":  # timings only: no seeds
+        command = [sys.executable, "benchmarks/speed.py", "--output"]
+        command += [os.path.join(args.output, "speed.json")] + (["--smoke"] if args.smoke else [])
+        print("$", " ".join(command), flush=True)
+        subprocess.run(command, check=True, cwd=common.ROOT)
+        return
     module, flags = VARIANTS.get(name, (name, []))
     command = [sys.executable, "-m", f"benchmarks.{module}", *flags, "--output", args.output]
     command += ["--seeds", *map(str, args.seeds)] + (["--smoke"] if args.smoke else [])
@@ -64,14 +74,50 @@ def run(name, args):
     subprocess.run(command, check=True, cwd=common.ROOT)
 
 
+# The headline metric of each benchmark: (key, label, higher is better).
+HEADLINE = {
+    "toy_regression": ("loc_rmse", "mean RMSE vs teacher", False),
+    "friedman1": ("nll", "test NLL", False),
+    "digits": ("accuracy", "test accuracy", True),
+    "digits_250": ("accuracy", "test accuracy", True),
+    "mnist1d": ("accuracy", "test accuracy", True),
+}
+SUMMARY_MODELS = ("teacher", "KD", "KD-keras", "ECL", "KD-equal-time", "Identity")
+
+
+def summary_table(results):
+    """One row per benchmark: its headline metric for each model, mean ± std."""
+    headers = ["benchmark", "metric", *(common.LABELS[m] for m in SUMMARY_MODELS)]
+    headers.append("ECL gap closed vs KD")
+    rows = []
+    for name, result in results.items():
+        metric, label, higher = HEADLINE[name]
+        summary = result["summary"]
+        row = [result["title"].split(":")[0], label + (" (higher is better)" if higher else "")]
+        for model in SUMMARY_MODELS:
+            values = summary.get(model, {}).get(metric)
+            row.append(common.format_mean_std(values["values"]) if values else "")
+        kd, teacher, ecl = (
+            common.mean_std(summary[model][metric]["values"])[0]
+            for model in ("KD", "teacher", "ECL")
+        )
+        gap = common.gap_closed(ecl, kd, teacher, higher)
+        row.append("not quoted: teacher not better than KD" if gap is None else f"{gap:.1%}")
+        rows.append(row)
+    return common.markdown_table(headers, rows)
+
+
 def write_report(output, path):
     """BENCHMARKS.md from the result files in `output`; returns the sections written."""
-    sections = []
+    sections, results = [], {}
     for name in BENCHMARKS:
         result_path = os.path.join(output, f"{name}.json")
         if os.path.exists(result_path):
             with open(result_path) as file:
-                sections.append(common.markdown_section(json.load(file)))
+                results[name] = json.load(file)
+            sections.append(common.markdown_section(results[name]))
+    if results:
+        sections.insert(0, "## Summary\n\n" + summary_table(results))
     speed_path = os.path.join(output, "speed.json")
     if os.path.exists(speed_path):
         from benchmarks import speed
@@ -80,7 +126,7 @@ def write_report(output, path):
             sections.append(speed.markdown_section(json.load(file)))
     with open(path, "w") as file:
         file.write("\n\n".join([INTRO.strip(), *sections]) + "\n")
-    print(f"Wrote {path} ({len(sections)} benchmarks)", flush=True)
+    print(f"Wrote {path} ({len(sections)} sections)", flush=True)
     return sections
 
 

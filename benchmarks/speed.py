@@ -239,7 +239,8 @@ def markdown_section(result):
         "size: that ratio is the cost of sampling itself. Each figure is the median "
         f"epoch time over {result['config']['rounds']} interleaved rounds of "
         f"{result['config']['epochs_per_round']} epochs, after a first, untimed epoch "
-        "that traces and compiles.",
+        "that traces and compiles. On this 2-core machine the ratios move by up to about "
+        "±10 % between back-to-back runs: read differences smaller than that as parity.",
         f"Command: `{result['command']}`  \nDate: {result['date']}; machine: {result['machine']}.",
     ]
     for jit, results in result["results"].items():
@@ -259,3 +260,7 @@ def markdown_section(result):
         )
         parts.append(f"### jit_compile={jit}\n\n{table}\n\n{ratio_lines}")
     return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    main()

@@ -147,6 +147,10 @@ def test_report_is_built_from_result_files(tmp_path):
     assert "## Tiny" in text
     assert "| student ECL | 0.800 ± 0.000 | 66.7% |" in text
     assert "| student KD (keras_ecl, mode='kd') | 0.600 ± 0.141 |  |" in text
+    # The summary heads the report: ECL closes (0.8 - 0.6) / (0.9 - 0.6) of the gap.
+    summary = text.split("## Summary")[1].split("## Tiny")[0]
+    assert "| Tiny | test accuracy (higher is better) | 0.900 ± 0.000 | 0.600 ± 0.141 |" in summary
+    assert summary.strip().endswith("| 66.7% |")
 
 
 def test_moment_matched_normal_has_the_mixture_mean_and_variance():
