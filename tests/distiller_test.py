@@ -232,10 +232,50 @@ def _short_fit(head_name, sampler_name, jit_compile):
         samples_per_example=2,
     )
     distiller.compile(optimizer="adam", jit_compile=jit_compile)
-    history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    if jit_compile:  # as on a TPU: static batch shapes, the whole step through XLA
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
+        history = distiller.fit(data, epochs=2, verbose=0)
+        _assert_static_graph(distiller, data.element_spec)
+    else:
+        history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
     for key in ("loss", "distillation_loss", "extracurricular_loss"):
         assert np.all(np.isfinite(history.history[key])), key
     assert history.history["loss"][-1] < history.history["loss"][0] * 1.5
+
+
+def _assert_static_graph(distiller, spec):
+    """The train step traced on static shapes has no Python op and no unknown shape."""
+    graph = tf.function(distiller.train_step).get_concrete_function(spec).graph
+    python_ops = {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
+    assert not [op.type for op in graph.get_operations() if op.type in python_ops]
+    unknown = [
+        (op.name, tensor.shape)
+        for op in graph.get_operations()
+        for tensor in op.outputs
+        if tensor.dtype != tf.resource and not tensor.shape.is_fully_defined()
+    ]
+    assert not unknown, unknown[:5]
+
+
+def test_static_graph_check_catches_python_ops_and_dynamic_shapes():
+    x, y = make_data()
+    spec = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True).element_spec
+
+    def through_python(batch):
+        return tf.py_function(lambda t: t, [batch], tf.float32)
+
+    def data_dependent(batch):  # rows kept depend on the values: unknown shape
+        return tf.boolean_mask(batch, batch[:, 0] > 0)
+
+    for function in (through_python, data_dependent):
+        distiller = keras_ecl.Distiller(
+            mlp(4, NUM_CLASSES),
+            mlp(16, NUM_CLASSES),
+            sampler=samplers.FromCallable(function),
+        )
+        distiller.compile(optimizer="adam")
+        with pytest.raises(AssertionError):
+            _assert_static_graph(distiller, spec)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
