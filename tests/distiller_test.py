@@ -807,3 +807,46 @@ def test_mixed_precision_trains_with_float32_losses(policy, head_name):
     for key in ("loss", "distillation_loss", "extracurricular_loss"):
         assert np.all(np.isfinite(history.history[key])), key
     assert all(np.all(np.isfinite(w)) for w in distiller.student.get_weights())
+
+
+def _seeded_run(head_name, sampler_name):
+    x, y, head, units = _head_case(head_name)
+    keras.utils.set_random_seed(123)
+    distiller = keras_ecl.Distiller(
+        mlp(4, units),
+        mlp(16, units),
+        head=head,
+        sampler=SAMPLERS[sampler_name](),
+        samples_per_example=2,
+    )
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    return history.history, distiller.student.get_weights()
+
+
+@pytest.mark.parametrize("sampler_name", sorted(SAMPLERS))
+@pytest.mark.parametrize("head_name", ["categorical", "normal", "laplace"])
+def test_same_seed_gives_the_same_weights_twice(head_name, sampler_name):
+    (first_logs, first), (second_logs, second) = (
+        _seeded_run(head_name, sampler_name) for _ in range(2)
+    )
+    assert first_logs == second_logs
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unseeded_sampler_follows_keras_global_seed():
+    x, y = make_data()
+
+    def run(seed):
+        keras.utils.set_random_seed(seed)
+        distiller = keras_ecl.Distiller(
+            mlp(4, NUM_CLASSES), mlp(16, NUM_CLASSES), sampler=samplers.MixUp()
+        )
+        distiller.compile(optimizer="adam")
+        distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+        # The draws alone, from the trained sampler's next seed.
+        return distiller.sampler(tf.constant(x[:8]), num_samples=2).numpy()
+
+    np.testing.assert_array_equal(run(7), run(7))
+    assert not np.allclose(run(7), run(8))
