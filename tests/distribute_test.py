@@ -97,7 +97,9 @@ def test_two_replicas_match_one_device_per_head(head, sampler):
 
 
 @pytest.mark.parametrize("sampler", sorted(RANDOM_SAMPLERS))
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize(
+    "head", ["categorical", *(pytest.param(h, marks=pytest.mark.large) for h in HEADS[1:])]
+)
 def test_random_samplers_on_two_replicas_repeat_and_stay_close_to_one_device(head, sampler):
     # Each replica mixes within its own half batch with its own fold of the
     # seed, so the draws cannot equal one device's; the runs must still be
