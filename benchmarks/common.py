@@ -552,14 +552,18 @@ def finish(name, result, output):
 
 def write_results(name, payload, output):
     """Writes `<output>/<name>.json` with the date and machine; returns what it wrote."""
-    os.makedirs(output, exist_ok=True)
+    return write_json(os.path.join(output, f"{name}.json"), name, payload)
+
+
+def write_json(path, name, payload):
+    """Writes `payload` to `path` under `name`, with today's date and the machine."""
     payload = {
         "name": name,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": MACHINE,
         **payload,
     }
-    path = os.path.join(output, f"{name}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as file:
         json.dump(payload, file, indent=2)
     print(f"Wrote {path}", flush=True)

@@ -61,15 +61,14 @@ def parse_args(argv=None):
 
 def run(name, args):
     """Runs one benchmark in its own process; raises if it fails."""
-    if name == "speed":  # timings only: no seeds
-        command = [sys.executable, "benchmarks/speed.py", "--output"]
-        command += [os.path.join(args.output, "speed.json")] + (["--smoke"] if args.smoke else [])
-        print("$", " ".join(command), flush=True)
-        subprocess.run(command, check=True, cwd=common.ROOT)
-        return
-    module, flags = VARIANTS.get(name, (name, []))
-    command = [sys.executable, "-m", f"benchmarks.{module}", *flags, "--output", args.output]
-    command += ["--seeds", *map(str, args.seeds)] + (["--smoke"] if args.smoke else [])
+    if name == "speed":  # timings only, into one file: no seeds
+        command = [sys.executable, "benchmarks/speed.py"]
+        command += ["--output", os.path.join(args.output, "speed.json")]
+    else:
+        module, flags = VARIANTS.get(name, (name, []))
+        command = [sys.executable, "-m", f"benchmarks.{module}", *flags, "--output", args.output]
+        command += ["--seeds", *map(str, args.seeds)]
+    command += ["--smoke"] if args.smoke else []
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=common.ROOT)
 

@@ -19,7 +19,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -34,27 +33,13 @@ if ROOT not in sys.path:  # run as a script: make `benchmarks` importable
 import mnist1d_distillation as demo  # noqa: E402
 
 import keras_ecl  # noqa: E402
-from benchmarks.common import markdown_table  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 # Rows divisible by every batch size below, so no partial batch retraces a step.
 CONFIGS = {
     "full": {"rows": 4200, "batch_size": 100, "rounds": 6, "epochs_per_round": 2},
     "smoke": {"rows": 300, "batch_size": 50, "rounds": 1, "epochs_per_round": 2},
 }
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock time of each epoch (epoch hooks keep Keras' async dispatch on)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def make_runs(teacher, batch_size):
@@ -120,14 +105,14 @@ def make_runs(teacher, batch_size):
 def measure(runs, x, y, config, jit_compile):
     """Median seconds per step of each run, interleaved over rounds."""
     models = {}
-    timers = {name: EpochTimer() for name in runs}
+    seconds = {name: [] for name in runs}
     for name, (build, batch_size, _) in runs.items():
         keras.utils.set_random_seed(0)
         models[name] = build(jit_compile)
         models[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # trace + compile
     for _ in range(config["rounds"]):
         for name, (_, batch_size, _) in runs.items():
-            timer = EpochTimer()
+            timer = common.EpochTimes()  # epoch hooks keep Keras' async dispatch on
             models[name].fit(
                 x,
                 y,
@@ -136,17 +121,17 @@ def measure(runs, x, y, config, jit_compile):
                 verbose=0,
                 callbacks=[timer],
             )
-            timers[name].seconds.extend(timer.seconds)
+            seconds[name].extend(timer.times)
     results = {}
     for name, (_, batch_size, rows) in runs.items():
         steps = len(x) // batch_size
-        epoch_seconds = statistics.median(timers[name].seconds)
+        epoch_seconds = statistics.median(seconds[name])
         results[name] = {
             "batch_size": batch_size,
             "rows_per_step": rows,
             "step_ms": 1000 * epoch_seconds / steps,
             "steps_per_s": steps / epoch_seconds,
-            "epochs_timed": len(timers[name].seconds),
+            "epochs_timed": len(seconds[name]),
         }
     return results
 
@@ -211,22 +196,13 @@ def ratios(results):
 
 def write_results(all_results, config, path, argv=None):
     """The timings, their ratios, the date, machine and command, as JSON."""
-    import datetime
-    import json
-
-    arguments = sys.argv[1:] if argv is None else list(argv)
     payload = {
-        "name": "speed",
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": "2-core CPU, no GPU",
-        "command": " ".join([".venv/bin/python", "benchmarks/speed.py", *arguments]),
+        "command": common.command_line("speed", argv),
         "config": config,
         "results": {str(jit): results for jit, results in all_results.items()},
         "ratios": {str(jit): ratios(results) for jit, results in all_results.items()},
     }
-    with open(path, "w") as file:
-        json.dump(payload, file, indent=2)
-    return payload
+    return common.write_json(path, "speed", payload)
 
 
 def markdown_section(result):
@@ -254,7 +230,9 @@ def markdown_section(result):
             ]
             for name, r in results.items()
         ]
-        table = markdown_table(["configuration", "batch", "rows/step", "ms/step", "steps/s"], rows)
+        table = common.markdown_table(
+            ["configuration", "batch", "rows/step", "ms/step", "steps/s"], rows
+        )
         ratio_lines = "\n".join(
             f"- {label}: **{value:.3f}**" for label, value in result["ratios"][jit].items()
         )

@@ -51,11 +51,11 @@ def get_strategy(tpu=None):
     distiller.fit(dataset.batch(64 * strategy.num_replicas_in_sync), epochs=10)
     ```
     """
-    if tpu is None and _tpu_attached():
-        # A TPU VM (the current Colab TPU runtime) serves its chips locally;
-        # the variables name a remote TPU that the resolver finds itself.
-        tpu = None if any(os.environ.get(name) for name in _TPU_ENVIRONMENT) else "local"
     if tpu is not None or _tpu_attached():
+        if tpu is None and not _tpu_named_by_environment():
+            # A TPU VM (the current Colab TPU runtime) serves its chips locally;
+            # a named TPU is found by the resolver from the variables itself.
+            tpu = "local"
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
@@ -68,10 +68,12 @@ def get_strategy(tpu=None):
     return tf.distribute.get_strategy()
 
 
+def _tpu_named_by_environment():
+    return any(os.environ.get(name) for name in _TPU_ENVIRONMENT)
+
+
 def _tpu_attached():
-    if any(os.environ.get(name) for name in _TPU_ENVIRONMENT):
-        return True
-    return any(os.path.exists(path) for path in _TPU_DEVICE_FILES)
+    return _tpu_named_by_environment() or any(os.path.exists(path) for path in _TPU_DEVICE_FILES)
 
 
 def _cluster_workers():

@@ -222,7 +222,8 @@ SAMPLERS = {
 }
 
 
-def _short_fit(head_name, sampler_name, jit_compile):
+def _head_sampler_distiller(head_name, sampler_name, jit_compile=False):
+    """A compiled ECL Distiller of `mlp`s for one head and sampler, and its data."""
     x, y, head, units = _head_case(head_name)
     distiller = keras_ecl.Distiller(
         mlp(4, units),
@@ -232,6 +233,11 @@ def _short_fit(head_name, sampler_name, jit_compile):
         samples_per_example=2,
     )
     distiller.compile(optimizer="adam", jit_compile=jit_compile)
+    return distiller, x, y
+
+
+def _short_fit(head_name, sampler_name, jit_compile):
+    distiller, x, y = _head_sampler_distiller(head_name, sampler_name, jit_compile)
     if jit_compile:  # as on a TPU: static batch shapes, the whole step through XLA
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
         history = distiller.fit(data, epochs=2, verbose=0)
@@ -810,16 +816,8 @@ def test_mixed_precision_trains_with_float32_losses(policy, head_name):
 
 
 def _seeded_run(head_name, sampler_name):
-    x, y, head, units = _head_case(head_name)
     keras.utils.set_random_seed(123)
-    distiller = keras_ecl.Distiller(
-        mlp(4, units),
-        mlp(16, units),
-        head=head,
-        sampler=SAMPLERS[sampler_name](),
-        samples_per_example=2,
-    )
-    distiller.compile(optimizer="adam")
+    distiller, x, y = _head_sampler_distiller(head_name, sampler_name)
     history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
     return history.history, distiller.student.get_weights()
 
