@@ -1,0 +1,76 @@
+"""examples/colab_tpu.ipynb: valid notebook JSON, its pins follow setup.cfg, and its
+code cells run top to bottom on this CPU with `SMOKE = True` (tfds data mocked)."""
+
+import configparser
+import json
+import pathlib
+import re
+
+import matplotlib
+import pytest
+import tensorflow_datasets as tfds
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "examples" / "colab_tpu.ipynb"
+
+
+def code_cells():
+    notebook = json.loads(NOTEBOOK.read_text())
+    return ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+
+
+def test_notebook_is_clean_nbformat_4_for_a_tpu_runtime():
+    notebook = json.loads(NOTEBOOK.read_text())
+    assert notebook["nbformat"] == 4
+    assert notebook["metadata"]["accelerator"] == "TPU"
+    assert notebook["cells"][0]["cell_type"] == "markdown"
+    for cell in notebook["cells"]:
+        assert cell["cell_type"] in ("markdown", "code")
+        assert isinstance(cell["source"], list) and cell["source"]
+        if cell["cell_type"] == "code":  # committed without outputs
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+    parameters = [c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    assert len(parameters) == 1 and "SMOKE = False" in "".join(parameters[0]["source"])
+
+
+def test_install_cell_pins_the_versions_of_setup_cfg():
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    requirements = setup["options"]["install_requires"].split()
+    for extra in ("data", "export"):
+        requirements += setup["options.extras_require"][extra].split()
+    pins = set(tuple(r.split("==")) for r in requirements if "==" in r)
+    installed = set(re.findall(r'"([\w-]+)==([\w.]+)"', code_cells()[1]))
+    # Off TPUs: exactly setup.cfg's pins (matplotlib comes with the data extra).
+    assert installed - {("tensorflow-tpu", "2.20.0"), ("tf-keras", "2.20.1")} <= pins
+    assert {p for p in pins if p[0] not in ("mnist1d", "scikit-learn")} <= installed
+    # On TPUs: the newest tensorflow-tpu, with the tf-keras of its TensorFlow.
+    assert {("tensorflow-tpu", "2.20.0"), ("tf-keras", "2.20.1")} <= installed
+
+
+def test_install_cell_names_the_missing_repository(monkeypatch):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(ValueError, match="`KERAS_ECL_REPO` must name a git URL.*Received: "):
+        exec(code_cells()[1], {"KERAS_ECL_REPO": ""})
+
+
+def test_cpu_smoke_path_runs_every_cell(tmp_path, monkeypatch, capsys):
+    matplotlib.use("Agg")  # plt.show() returns at once
+    monkeypatch.chdir(tmp_path)
+    cells = code_cells()
+    assert "SMOKE = False" in cells[0]
+    cells[0] = cells[0].replace("SMOKE = False", "SMOKE = True")
+    namespace = {"__name__": "__main__"}
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        for source in cells:
+            exec(compile(source, str(NOTEBOOK), "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "_DefaultDistributionStrategy with 1 replica(s), policy float32" in out
+    assert set(namespace["results"]) == {"KD", "ECL"}
+    for run in ("KD", "ECL"):
+        assert re.search(rf"^{run}\s+0\.\d{{3}}\s", out, flags=re.M), out
+    assert (tmp_path / "saved_models" / "cifar100_tpu_curves.png").stat().st_size > 10_000
+    best = namespace["best_run"].lower()
+    assert (tmp_path / "saved_models" / f"cifar100_resnet8_{best}.tflite").exists()
+    error = float(re.search(r"max \|dp\| = (\S+)", out).group(1))
+    assert error < 1e-5
