@@ -23,6 +23,8 @@ from keras_ecl.utils import is_number
 
 _PACKAGE = "keras_ecl"
 MODES = ("erm", "kd", "ecl")
+# Key prefix of the random seed states a Distiller adds to its saved weights.
+_SEED_STATE = "seed_state_"
 # Rows of each input checked eagerly by `fit` before training starts.
 _CHECK_ROWS = 64
 # Evaluation draws its synthetic inputs from this fixed seed, so `evaluate` is
@@ -585,6 +587,36 @@ class Distiller(keras.Model):
             }
         )
         return config
+
+    def save_own_variables(self, store):
+        # Keras saves no `SeedGenerator` state: without it, a run resumed from
+        # `BackupAndRestore` would draw other synthetic inputs and dropout masks.
+        super().save_own_variables(store)
+        for i, state in enumerate(self._seed_states()):
+            store[f"{_SEED_STATE}{i}"] = state
+
+    def load_own_variables(self, store):
+        seed_keys = [key for key in store.keys() if key.startswith(_SEED_STATE)]
+        super().load_own_variables({k: store[k] for k in store.keys() if k not in seed_keys})
+        if not seed_keys:  # saved before seed states were: keep the current ones
+            return
+        states = self._seed_states()
+        if len(seed_keys) != len(states):
+            raise ValueError(
+                f"The weights file holds {len(seed_keys)} random seed states, but this "
+                f"Distiller has {len(states)} (sampler, dropout and other random layers). "
+                "Load it into a Distiller built like the one that saved it."
+            )
+        for i, state in enumerate(states):
+            state.assign(store[f"{_SEED_STATE}{i}"])
+
+    def _seed_states(self):
+        """The state variables of every `SeedGenerator` in the Distiller, in a fixed order."""
+        states = {}
+        for layer in self._flatten_layers(include_self=True, recursive=True):
+            for generator in layer._seed_generators:
+                states.setdefault(id(generator.state), generator.state)
+        return list(states.values())
 
     @classmethod
     def from_config(cls, config):

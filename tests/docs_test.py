@@ -15,7 +15,7 @@ def python_blocks(path):
 
 
 def test_readme_snippets_run_as_written_in_order(tmp_path, monkeypatch):
-    quickstart, export, distributed = python_blocks(ROOT / "README.md")[:3]
+    quickstart, export, distributed, resume = python_blocks(ROOT / "README.md")[:4]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "saved_models").mkdir()
     namespace = {}
@@ -34,6 +34,11 @@ def test_readme_snippets_run_as_written_in_order(tmp_path, monkeypatch):
     history = namespace["distiller"].history.history
     assert len(history["extracurricular_loss"]) == 2
     assert namespace["strategy"].num_replicas_in_sync == 1  # one CPU here: the default
+
+    exec(compile(resume, "README.md resume", "exec"), namespace)
+    history = namespace["distiller"].history.history
+    assert len(history["loss"]) == 3  # no backup yet: from the start (kills: resume_test.py)
+    assert not (tmp_path / "backups" / "student").exists()  # removed at the end
 
 
 def test_demo_smoke_runs_end_to_end(tmp_path):

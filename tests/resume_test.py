@@ -1,0 +1,222 @@
+"""Nothing lost: a Distiller's backup holds its random seed states, and a run
+killed with SIGKILL resumes from `BackupAndRestore` to the very same weights.
+
+The kill tests run tests/scripts/resume_train.py in subprocesses: one run goes
+through uninterrupted, another is killed at a random point after a backup and
+started again with the same arguments.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import keras_ecl
+from tests.multi_worker_test import free_ports
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "resume_train.py")
+EPOCHS = 6
+
+
+def mlp(units, dropout=0.0):
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(units, activation="relu"),
+            keras.layers.Dropout(dropout),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def make_distiller(sampler_seed, dropout=0.3):
+    distiller = keras_ecl.Distiller(
+        mlp(8, dropout),
+        mlp(16),
+        sampler=keras_ecl.samplers.MixUp(alpha=1.0, seed=sampler_seed),
+        samples_per_example=2,
+    )
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return distiller
+
+
+def data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 3, 64)
+
+
+def seed_states(distiller):
+    return [state.numpy() for state in distiller._seed_states()]
+
+
+def test_saved_weights_carry_the_sampler_and_dropout_seed_states(tmp_path):
+    x, y = data()
+    keras.utils.set_random_seed(0)
+    saved = make_distiller(sampler_seed=1)
+    saved.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    saved.save_weights(tmp_path / "backup.weights.h5")
+    # The sampler's and the Dropout layer's generators, both advanced by training.
+    assert len(seed_states(saved)) == 2
+    keras.utils.set_random_seed(7)
+    restored = make_distiller(sampler_seed=2)
+    restored.fit(x, y, epochs=1, batch_size=16, verbose=0)  # other weights, other draws
+    restored.load_weights(tmp_path / "backup.weights.h5")
+    for expected, state in zip(seed_states(saved), seed_states(restored), strict=True):
+        np.testing.assert_array_equal(state, expected)
+    # From here on both draw the same synthetic inputs and masks: same training.
+    saved.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+    restored.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+    for a, b in zip(saved.student.get_weights(), restored.student.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_weights_saved_without_seed_states_still_load(tmp_path):
+    x, y = data()
+    distiller = make_distiller(sampler_seed=1)
+    distiller.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    path = tmp_path / "old.weights.h5"
+    distiller.save_weights(path)
+    with h5py.File(path, "a") as file:  # as files written before seed states were saved
+        for key in list(file["vars"]):
+            del file["vars"][key]
+    other = make_distiller(sampler_seed=2)
+    other.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    before = seed_states(other)
+    other.load_weights(path)
+    for a, b in zip(other.student.get_weights(), distiller.student.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(seed_states(other), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_seed_states_of_another_distiller_are_rejected(tmp_path):
+    x, y = data()
+    saved = make_distiller(sampler_seed=1)  # a sampler and a Dropout: 2 generators
+    saved.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    saved.save_weights(tmp_path / "two_seeds.weights.h5")
+    samplers = keras_ecl.samplers
+    mixture = keras_ecl.Distiller(  # the mixture, its 2 components and a Dropout: 4
+        mlp(8, 0.3), mlp(16), sampler=samplers.OneOf([samplers.MixUp(), samplers.CutMix()])
+    )
+    mixture.compile(optimizer=keras.optimizers.Adam(1e-2))
+    mixture.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    with pytest.raises(ValueError, match="holds 2 random seed states, but this Distiller has 4"):
+        mixture.load_weights(tmp_path / "two_seeds.weights.h5")
+
+
+def start(output, backup_dir, env=None):
+    return subprocess.Popen(
+        [sys.executable, SCRIPT, str(output), str(backup_dir), str(EPOCHS)],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(process, line):
+    """Reads the process' output until `line`; returns what it read."""
+    seen = []
+    for output in process.stdout:
+        seen.append(output)
+        if output.strip() == line:
+            return "".join(seen)
+    raise AssertionError(f"exited before {line!r}:\n" + "".join(seen)[-4000:])
+
+
+def finish(process):
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-6000:]
+
+
+def load(path):
+    result = np.load(path)
+    return {key: result[key] for key in result.files}
+
+
+def assert_same_training(resumed, uninterrupted, context):
+    assert resumed["iterations"] == uninterrupted["iterations"], context
+    weights = [key for key in uninterrupted if key.startswith("w")]
+    for key in weights:
+        np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=context)
+
+
+def kill_point():
+    """A random epoch to kill after and a delay into the next, reported on failure."""
+    seed = int(os.environ.get("KERAS_ECL_KILL_SEED", random.SystemRandom().randrange(10**6)))
+    rng = random.Random(seed)
+    return rng.randint(1, EPOCHS - 3), rng.uniform(0.0, 0.3), seed
+
+
+def test_killed_run_resumes_from_its_backup_to_identical_weights(tmp_path):
+    epoch, delay, seed = kill_point()
+    context = f"killed {delay:.2f} s after epoch {epoch} (KERAS_ECL_KILL_SEED={seed})"
+    uninterrupted = start(tmp_path / "uninterrupted.npz", tmp_path / "backup_uninterrupted")
+    killed = start(tmp_path / "resumed.npz", tmp_path / "backup")
+    wait_for(killed, f"epoch {epoch} done")
+    time.sleep(delay)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, context
+    assert not (tmp_path / "resumed.npz").exists(), context
+    with open(tmp_path / "backup" / "training_metadata.json") as file:
+        backed_up = json.load(file)["epoch"]
+    assert epoch <= backed_up < EPOCHS, context
+
+    finish(start(tmp_path / "resumed.npz", tmp_path / "backup"))
+    finish(uninterrupted)
+    resumed = load(tmp_path / "resumed.npz")
+    assert resumed["epochs_run"] == EPOCHS - backed_up, context
+    assert not (tmp_path / "backup").exists()  # BackupAndRestore cleans up at the end
+    assert_same_training(resumed, load(tmp_path / "uninterrupted.npz"), context)
+
+
+def cluster_env(workers, index):
+    config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    return {"TF_CONFIG": json.dumps(config)}
+
+
+def start_cluster(directory, workers=None):
+    """Two workers on loopback ports, each with its own backup directory."""
+    workers = workers or [f"127.0.0.1:{port}" for port in free_ports(2)]
+    return workers, [
+        start(directory / f"worker{i}.npz", directory / f"backup{i}", cluster_env(workers, i))
+        for i in range(2)
+    ]
+
+
+@pytest.mark.large
+def test_killed_worker_restarts_and_the_cluster_completes_from_the_backup(tmp_path):
+    epoch, delay, seed = kill_point()
+    context = f"worker 1 killed {delay:.2f} s after epoch {epoch} (KERAS_ECL_KILL_SEED={seed})"
+    workers, cluster = start_cluster(tmp_path)
+    wait_for(cluster[1], f"epoch {epoch} done")
+    time.sleep(delay)
+    cluster[1].send_signal(signal.SIGKILL)
+    cluster[1].communicate(timeout=60)
+    # The survivor's next all-reduce fails once worker 1 misses its heartbeats.
+    output, _ = cluster[0].communicate(timeout=120)
+    assert cluster[0].returncode != 0 and "UnavailableError" in output, output[-3000:]
+    with open(tmp_path / "backup1" / "training_metadata.json") as file:
+        backed_up = json.load(file)["epoch"]
+    assert epoch <= backed_up < EPOCHS, context
+
+    # Both restarted with the same TF_CONFIG: they resume from their backups.
+    for process in start_cluster(tmp_path, workers)[1]:
+        finish(process)
+    first, second = (load(tmp_path / f"worker{i}.npz") for i in range(2))
+    assert first["replicas"] == 2 and first["epochs_run"] == EPOCHS - backed_up, context
+    assert_same_training(second, first, context)  # the workers agree
+    # And they end where an uninterrupted 2-worker run ends.
+    (tmp_path / "uninterrupted").mkdir()
+    for process in start_cluster(tmp_path / "uninterrupted")[1]:
+        finish(process)
+    assert_same_training(first, load(tmp_path / "uninterrupted" / "worker0.npz"), context)
