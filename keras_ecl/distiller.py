@@ -9,7 +9,9 @@ KD baselines through `mode`, so comparisons differ in one argument only.
 
 import inspect
 import math
+import os
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
@@ -175,6 +177,12 @@ class Distiller(keras.Model):
             raise ValueError(
                 f"mode={mode!r} needs a `teacher` (a keras.Model). Received: teacher=None. "
                 "Use mode='erm' to train the student without a teacher."
+            )
+        if sampler is not None and mode != "ecl":
+            raise ValueError(
+                "`sampler` draws extracurricular inputs, which only mode='ecl' uses. "
+                f"Received: sampler={sampler!r}, mode={mode!r}. Drop the sampler or use "
+                "mode='ecl'."
             )
         if teacher is not None and not isinstance(teacher, keras.Model):
             raise ValueError(
@@ -409,6 +417,25 @@ class Distiller(keras.Model):
         params["callbacks"] = list(params.get("callbacks") or []) + [_NonFiniteLossGuard()]
         return super().fit(**params)
 
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate`, after the same eager data checks as `fit`."""
+        params = inspect.signature(keras.Model.evaluate).bind(self, *args, **kwargs).arguments
+        params.pop("self")
+        extra = params.pop("kwargs", {})
+        if not extra.get("_use_cached_eval_dataset"):  # fit's validation: checked once
+            self.check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
+        return super().evaluate(**params, **extra)
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """`keras.Model.load_weights`, refusing files that are not Keras weights first."""
+        path = str(filepath)
+        if path.endswith(".h5") and os.path.isfile(path) and not h5py.is_hdf5(path):
+            raise ValueError(
+                "`filepath` is not a Keras weights file (HDF5), so it holds no Distiller "
+                f"weights. Received: filepath={path!r}"
+            )
+        return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Builds from this worker's first local batch under a strategy.
 
@@ -475,10 +502,17 @@ class Distiller(keras.Model):
                 f"labels, but `{argument}` has no `y`. Pass (x, y) data, or set "
                 "supervised_weight=0 to distil from the teacher alone."
             )
+        if y is not None:
+            y = np.asarray(y)
+            if y.ndim == 0:
+                raise ValueError(
+                    f"Labels of `{argument}` must have a batch axis. Received: shape=()"
+                )
         if y is not None and len(y) != len(x):
             raise ValueError(
                 f"`{argument}` has {len(x)} inputs but {len(y)} labels: they must match."
             )
+        self._check_input_shape(x.shape, argument)
         rows = tf.convert_to_tensor(x[:_CHECK_ROWS])
         student_outputs = self.student(rows, training=False)
         output_shape = _output_shape(student_outputs)
@@ -488,13 +522,40 @@ class Distiller(keras.Model):
             self._check_same_event_size(
                 self.head.event_size(_output_shape(teacher_outputs), "teacher"), event_size
             )
+            if not all(np.all(np.isfinite(o)) for o in tf.nest.flatten(teacher_outputs)):
+                raise ValueError(
+                    f"The teacher's outputs on the first rows of `{argument}` contain NaN "
+                    "or inf, so there is nothing to distil. Check the teacher's weights "
+                    "(did its training diverge?) and what it was trained on."
+                )
         if y is not None:
             output_rank = len(output_shape[0] if isinstance(output_shape, list) else output_shape)
-            self._check_labels(np.asarray(y), event_size, output_rank, argument)
+            self._check_labels(y, event_size, output_rank, argument)
         if self.uses_extracurricular:
             seed = tf.constant(_EVALUATION_SEED, tf.int32)  # leaves the training stream alone
             self.sampler(rows, num_samples=self.samples_per_example, seed=seed)
         self.built = True
+
+    def _check_input_shape(self, shape, argument):
+        """Checks the per-example input shape against models with symbolic inputs."""
+        models = [("student", self.student)]
+        models += [("teacher", self.teacher)] if self.uses_teacher else []
+        for role, model in models:
+            try:
+                inputs = model.inputs
+            except (AttributeError, ValueError):
+                continue  # Subclassed or unbuilt: Keras checks the call itself.
+            if not inputs or len(inputs) != 1:
+                continue
+            expected = tuple(inputs[0].shape)[1:]
+            received = tuple(shape)[1:]
+            if len(expected) != len(received) or any(
+                e is not None and e != r for e, r in zip(expected, received, strict=True)
+            ):
+                raise ValueError(
+                    f"`{argument}` does not fit the {role}, which takes inputs of shape "
+                    f"{(None, *expected)}. Received: shape={tuple(shape)}"
+                )
 
     def _check_inputs(self, x, argument):
         array = np.asarray(x)
@@ -502,6 +563,8 @@ class Distiller(keras.Model):
             raise TypeError(
                 f"`{argument}` must hold numbers (int or float). Received: dtype={array.dtype}"
             )
+        if array.ndim == 0:
+            raise ValueError(f"`{argument}` must have a batch axis. Received: shape=()")
         if array.shape[0] == 0:
             raise ValueError(f"`{argument}` is empty. Received: shape={array.shape}")
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):

@@ -250,18 +250,44 @@ def tflite_predict(path, x):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
+    path = str(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"`path` names no file. Received: path={path!r}")
+    with open(path, "rb") as file:
+        header = file.read(8)
+    if header[4:8] != b"TFL3":  # the FlatBuffer file identifier of TFLite models
+        raise ValueError(
+            "`path` is not a TFLite model (no TFL3 identifier): write one with "
+            f"export_student(..., format='tflite'). Received: path={path!r}"
+        )
+    interpreter = Interpreter(model_path=path)
+    signatures = interpreter.get_signature_list()
+    if "serving_default" not in signatures:
+        raise ValueError(
+            "`path` is a TFLite model without the `serving_default` signature that "
+            f"export_student writes. Received: path={path!r}, signatures={sorted(signatures)}"
+        )
     runner = interpreter.get_signature_runner("serving_default")
-    names = interpreter.get_signature_list()["serving_default"]["inputs"]
+    names = signatures["serving_default"]["inputs"]
     arrays = x if isinstance(x, (list, tuple)) else [x]
     if len(arrays) != len(names):
         raise ValueError(
             f"The TFLite model takes {len(names)} input(s) {names}. Received: {len(arrays)}"
         )
     details = runner.get_input_details()
+    feeds = {}
     # Signature inputs are listed by name: inputs_0, inputs_1, ... in order.
-    feeds = {
-        name: np.asarray(array, dtype=details[name]["dtype"])
-        for name, array in zip(names, arrays, strict=True)
-    }
+    for name, array in zip(names, arrays, strict=True):
+        array = np.asarray(array)
+        expected = tuple(int(d) for d in details[name]["shape_signature"])
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"`x` must hold numbers. Received: dtype={array.dtype}")
+        if array.ndim != len(expected) or any(
+            e != -1 and e != r for e, r in zip(expected[1:], array.shape[1:], strict=True)
+        ):
+            shape = tuple(None if d == -1 else d for d in expected)
+            raise ValueError(
+                f"The TFLite model takes inputs of shape {shape}. Received: shape={array.shape}"
+            )
+        feeds[name] = array.astype(details[name]["dtype"])
     return runner(**feeds)

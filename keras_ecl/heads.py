@@ -18,6 +18,32 @@ tfd = tfp.distributions
 _PACKAGE = "keras_ecl"
 
 
+def as_numeric_tensor(value, argument):
+    """`value` as a tensor of numbers with a batch axis; raises a clear error if not.
+
+    Python-side checks of dtype and static rank only: free under `tf.function`/XLA.
+    """
+    if isinstance(value, tf.Tensor) or tf.is_symbolic_tensor(value):
+        tensor = value
+    else:
+        try:
+            tensor = tf.convert_to_tensor(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"`{argument}` must be a tensor or array of numbers. "
+                f"Received: {type(value).__name__}"
+            ) from error
+    dtype = tf.as_dtype(tensor.dtype)
+    if not (dtype.is_floating or dtype.is_integer) or dtype.is_quantized:
+        raise TypeError(f"`{argument}` must hold numbers. Received: dtype={dtype.name}")
+    if tensor.shape.rank == 0:
+        raise ValueError(
+            f"`{argument}` must have a batch axis (rank >= 1). "
+            f"Received: shape={tuple(tensor.shape)}"
+        )
+    return tensor
+
+
 class Head:
     """Base class: turns raw model outputs into a distribution per example.
 
@@ -28,16 +54,30 @@ class Head:
 
     units_per_output = 1
 
-    def distribution(self, outputs):
-        """Returns the `tfd.Distribution` (float32) that `outputs` encode."""
+    def distribution(self, outputs, argument="outputs"):
+        """Returns the `tfd.Distribution` (float32) that `outputs` encode.
+
+        `argument` names `outputs` in error messages.
+        """
         raise NotImplementedError
+
+    @staticmethod
+    def _parameter_shape(distribution):
+        return distribution.batch_shape
 
     def kl_divergence(self, teacher_outputs, student_outputs):
         """KL(teacher ‖ student) per example, summed over the event axis."""
-        kl = tfd.kl_divergence(
-            self.distribution(teacher_outputs), self.distribution(student_outputs)
-        )
-        return self._reduce_event(kl)
+        teacher = self.distribution(teacher_outputs, "teacher_outputs")
+        student = self.distribution(student_outputs, "student_outputs")
+        teacher_shape = self._parameter_shape(teacher)
+        student_shape = self._parameter_shape(student)
+        if not teacher_shape.is_compatible_with(student_shape):
+            raise ValueError(
+                "`teacher_outputs` and `student_outputs` must encode distributions of the "
+                f"same shape. Received: teacher={tuple(teacher_shape)}, "
+                f"student={tuple(student_shape)}"
+            )
+        return self._reduce_event(tfd.kl_divergence(teacher, student))
 
     def negative_log_likelihood(self, y, outputs):
         """-log p(y) under the distribution at temperature 1, per example."""
@@ -60,6 +100,17 @@ class Head:
 
     def point_prediction(self, outputs):
         """What compiled metrics see: the logits, or the predicted `loc`."""
+        return outputs
+
+    def _checked(self, outputs, argument="outputs"):
+        """Raw outputs as a float-castable tensor whose last axis fits the head."""
+        outputs = as_numeric_tensor(outputs, argument)
+        last = outputs.shape[-1]
+        if last is not None and (last == 0 or last % self.units_per_output):
+            raise ValueError(
+                f"`{argument}` does not fit {type(self).__name__}: expected shape "
+                f"(batch, ..., {self._layout_hint()}). Received: shape={tuple(outputs.shape)}"
+            )
         return outputs
 
     def output_units(self, event_size):
@@ -138,24 +189,53 @@ class Categorical(Head):
         check_positive("temperature", temperature)
         self.temperature = float(temperature)
 
-    def distribution(self, outputs):
-        logits = tf.cast(outputs, tf.float32)
+    def distribution(self, outputs, argument="outputs"):
+        logits = tf.cast(self._checked(outputs, argument), tf.float32)
         return tfd.Categorical(logits=logits / self.temperature)
+
+    @staticmethod
+    def _parameter_shape(distribution):
+        return distribution.logits.shape
+
+    def event_size(self, output_shape, role="model"):
+        classes = super().event_size(output_shape, role)
+        if classes < 2:
+            raise ValueError(
+                f"The {role}'s output does not fit Categorical: it needs a logit per "
+                f"class, at least 2. Received: shape={tuple(output_shape)}. For a "
+                "regression output use head='normal' or 'laplace' (units [loc, raw_scale])."
+            )
+        return classes
 
     def kl_divergence(self, teacher_outputs, student_outputs):
         return super().kl_divergence(teacher_outputs, student_outputs) * (self.temperature**2)
 
     def negative_log_likelihood(self, y, outputs):
-        logits = tf.cast(outputs, tf.float32)
-        y = tf.convert_to_tensor(y)
+        logits = tf.cast(self._checked(outputs), tf.float32)
+        y = as_numeric_tensor(y, "y")
         same_rank = y.shape.rank == logits.shape.rank
         # keras.losses.Loss casts labels to float, so the dtype cannot tell
         # class ids from one-hot rows: the width of the last axis does.
         if same_rank and y.shape[-1] == logits.shape[-1] and logits.shape[-1] != 1:
             return -tf.reduce_sum(tf.cast(y, tf.float32) * tf.nn.log_softmax(logits), axis=-1)
-        y = tf.cast(y, tf.int32)
-        if y.shape.rank == logits.shape.rank:
+        if same_rank and y.shape[-1] == 1:
             y = tf.squeeze(y, axis=-1)
+        if not y.shape.is_compatible_with(logits.shape[:-1]):
+            raise ValueError(
+                "`y` must hold a class id per example (shape "
+                f"{tuple(logits.shape[:-1])}) or one-hot rows (shape {tuple(logits.shape)}). "
+                f"Received: shape={tuple(y.shape)}"
+            )
+        classes = logits.shape[-1]
+        if tf.executing_eagerly() and classes is not None and tf.size(y) > 0:
+            # Out-of-range ids fail deep in the kernel; graphs cannot check cheaply.
+            low, high = float(tf.reduce_min(y)), float(tf.reduce_max(y))
+            if low < 0 or high >= classes:
+                raise ValueError(
+                    f"`y` must hold class ids in [0, {classes}). "
+                    f"Received: ids in [{low:g}, {high:g}]"
+                )
+        y = tf.cast(y, tf.int32)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
 
     def uncertainty(self, outputs, measure="entropy"):
@@ -166,7 +246,7 @@ class Categorical(Head):
         return super().uncertainty(outputs, measure)
 
     def serving_outputs(self, outputs):
-        logits = tf.cast(outputs, tf.float32)
+        logits = tf.cast(self._checked(outputs), tf.float32)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
     def get_config(self):
@@ -188,29 +268,45 @@ class _LocationScale(Head):
         check_positive("min_scale", min_scale)
         self.min_scale = float(min_scale)
 
-    @staticmethod
-    def _raw_parameters(outputs):
+    def _raw_parameters(self, outputs, argument="outputs"):
         """`(loc, raw_scale)` from a pair of outputs or one `[loc, raw_scale]` tensor."""
         if isinstance(outputs, (list, tuple)):
-            return tuple(outputs)
-        return tuple(tf.split(outputs, 2, axis=-1))
+            if len(outputs) != 2:
+                raise ValueError(
+                    f"`{argument}` must be one [loc, raw_scale] tensor or a pair "
+                    f"(loc, raw_scale). Received: {len(outputs)} tensors"
+                )
+            loc = as_numeric_tensor(outputs[0], f"{argument}[0] (loc)")
+            raw_scale = as_numeric_tensor(outputs[1], f"{argument}[1] (raw_scale)")
+            if not loc.shape.is_compatible_with(raw_scale.shape):
+                raise ValueError(
+                    f"The `loc` and `raw_scale` of `{argument}` must have the same shape. "
+                    f"Received: loc={tuple(loc.shape)}, raw_scale={tuple(raw_scale.shape)}"
+                )
+            return loc, raw_scale
+        return tuple(tf.split(self._checked(outputs, argument), 2, axis=-1))
 
-    def split(self, outputs):
+    def split(self, outputs, argument="outputs"):
         """Returns `(loc, scale)` float32 tensors from raw outputs."""
-        loc, raw_scale = self._raw_parameters(outputs)
+        loc, raw_scale = self._raw_parameters(outputs, argument)
         loc = tf.cast(loc, tf.float32)
         scale = tf.nn.softplus(tf.cast(raw_scale, tf.float32)) + self.min_scale
         return loc, scale
 
-    def distribution(self, outputs):
-        loc, scale = self.split(outputs)
+    def distribution(self, outputs, argument="outputs"):
+        loc, scale = self.split(outputs, argument)
         return self._distribution_class(loc=loc, scale=scale)
 
     def negative_log_likelihood(self, y, outputs):
         dist = self.distribution(outputs)
-        y = tf.cast(y, tf.float32)
+        y = tf.cast(as_numeric_tensor(y, "y"), tf.float32)
         if y.shape.rank == dist.batch_shape.rank - 1:
             y = y[..., None]
+        if not y.shape.is_compatible_with(dist.batch_shape):
+            raise ValueError(
+                f"`y` must have the shape of the predicted `loc`, {tuple(dist.batch_shape)}. "
+                f"Received: shape={tuple(y.shape)}"
+            )
         return self._reduce_event(-dist.log_prob(y))
 
     def serving_outputs(self, outputs):

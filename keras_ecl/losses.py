@@ -22,6 +22,13 @@ class _HeadLoss(keras.losses.Loss):
         super().__init__(reduction=reduction, name=name, **kwargs)
         self.head = heads_lib.get(head)
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Keras casts both to floats first, where non-numbers fail deep in TensorFlow.
+        for argument, value in (("y_true", y_true), ("y_pred", y_pred)):
+            if not isinstance(value, (list, tuple)):
+                heads_lib.as_numeric_tensor(value, argument)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
     def get_config(self):
         config = super().get_config()
         config["head"] = keras.saving.serialize_keras_object(self.head)

@@ -62,7 +62,12 @@ class Sampler(keras.layers.Layer):
             raise ValueError(
                 f"`num_samples` must be an integer >= 1. Received: num_samples={num_samples!r}"
             )
-        x = tf.convert_to_tensor(inputs)
+        try:
+            x = tf.convert_to_tensor(inputs)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"Sampler {self.name!r} takes a tensor or array. Received: {type(inputs).__name__}"
+            ) from error
         self.check_input(x)
         seed = self.next_seed() if seed is None else self.replica_seed(seed)
         outputs = self.sample(x, num_samples, seed)

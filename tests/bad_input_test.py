@@ -1,0 +1,344 @@
+"""Every bad input the library guards, as the README's "Bad input" table lists it.
+
+Each table row names a case below; the test runs it and checks the exception
+type and that the row's error text is what the library says. Rejected calls
+leave the Distiller as it was, and a corrected call then works. Property-based
+tests (hypothesis) throw arrays of random shapes and dtypes at the public
+functions: they either work or raise a `ValueError`/`TypeError` from keras_ecl's
+own checks, never an error from deep inside TensorFlow.
+"""
+
+import os
+import pathlib
+import re
+import traceback
+
+import hypothesis
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import strategies as st
+
+import keras_ecl
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+S = keras_ecl.samplers
+FEATURES, CLASSES = 4, 3
+
+
+def mlp(outputs=CLASSES, units=8, inputs=FEATURES):
+    return keras.Sequential(
+        [
+            keras.Input((inputs,)),
+            keras.layers.Dense(units, activation="relu"),
+            keras.layers.Dense(outputs),
+        ]
+    )
+
+
+def distiller(**kwargs):
+    options = dict(student=mlp(), teacher=mlp(units=16), sampler=S.MixUp(seed=0))
+    options.update(kwargs)
+    model = keras_ecl.Distiller(**options)
+    model.compile(optimizer="adam")
+    return model
+
+
+def data(rows=32):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(rows, FEATURES)).astype("float32"), rng.integers(0, CLASSES, rows)
+
+
+X, Y = data()
+
+
+def with_values(x, rows, value):
+    x = x.copy()
+    x[rows] = value
+    return x
+
+
+def nan_teacher():
+    teacher = mlp(units=16)
+    teacher.layers[-1].kernel.assign(np.full((16, CLASSES), np.nan, "float32"))
+    return teacher
+
+
+def broken_student():
+    student = mlp()
+    student.layers[0].kernel.assign(np.full((FEATURES, 8), np.inf, "float32"))
+    return student
+
+
+def write(path, text):
+    pathlib.Path(path).write_text(text)
+    return path
+
+
+def saved_distiller(tmp_path):
+    model = distiller()
+    model.fit(X, Y, epochs=1, verbose=0)
+    model.save_weights(tmp_path / "mixup.weights.h5")
+    return tmp_path / "mixup.weights.h5"
+
+
+def one_of_distiller():
+    model = distiller(sampler=S.OneOf([S.MixUp(), S.CutMix()]))
+    model.fit(X, Y, epochs=1, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tflite_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tflite") / "student.tflite"
+    return keras_ecl.export_student(mlp(), path, format="tflite")
+
+
+def set_tf_config(monkeypatch, value):
+    monkeypatch.setenv("TF_CONFIG", value)
+    return keras_ecl.distribute.get_strategy()
+
+
+# Case id -> call(d, tmp_path, request): `d` is a fresh, valid Distiller whose
+# weights a rejected call must leave alone. The README row with the same id
+# gives the exception type and the error text.
+CASES = {
+    # Inputs
+    "x-features": lambda d, *_: d.fit(np.zeros((32, 5), "float32"), Y, verbose=0),
+    "validation-features": lambda d, *_: d.fit(X, Y, validation_data=(X[:, :2], Y), verbose=0),
+    "x-strings": lambda d, *_: d.fit(np.full((32, FEATURES), "a"), Y, verbose=0),
+    "x-integers-to-mixup": lambda d, *_: d.fit(X.astype("int64"), Y, verbose=0),
+    "x-nan": lambda d, *_: d.fit(with_values(X, [0, 5, 9], np.nan), Y, verbose=0),
+    "x-empty": lambda d, *_: d.fit(X[:0], Y[:0], verbose=0),
+    "dataset-empty": lambda d, *_: d.fit(
+        tf.data.Dataset.from_tensor_slices((X, Y)).take(0).batch(8), verbose=0
+    ),
+    "dataset-inf-after-first-batch": lambda d, *_: d.fit(
+        tf.data.Dataset.from_tensor_slices((with_values(X, [12], np.inf), Y)).batch(8),
+        verbose=0,
+    ),
+    "ecl-several-inputs": lambda d, *_: d.fit([X, X], Y, verbose=0),
+    # Labels
+    "labels-missing": lambda d, *_: d.fit(X, verbose=0),
+    "labels-count": lambda d, *_: d.fit(X, Y[:10], verbose=0),
+    "labels-strings": lambda d, *_: d.fit(X, np.full(32, "a"), verbose=0),
+    "labels-out-of-range": lambda d, *_: d.fit(X, Y + 3, verbose=0),
+    "evaluate-labels-out-of-range": lambda d, *_: d.evaluate(X, Y + 5, verbose=0),
+    "one-hot-width": lambda d, *_: d.fit(X, np.eye(4)[Y], verbose=0),
+    "regression-targets-nan": lambda *_: distiller(
+        student=mlp(2), teacher=mlp(2, 16), head="normal"
+    ).fit(X, with_values(X[:, 0], [3], np.nan), verbose=0),
+    "regression-targets-width": lambda *_: distiller(
+        student=mlp(2), teacher=mlp(2, 16), head="normal"
+    ).fit(X, X[:, :2], verbose=0),
+    # Heads, class counts and the teacher
+    "class-count-mismatch": lambda *_: distiller(student=mlp(4)),
+    "categorical-one-class": lambda *_: distiller(student=mlp(1), teacher=mlp(1, 16)),
+    "normal-odd-units": lambda *_: distiller(head="normal"),
+    "teacher-nan-outputs": lambda *_: distiller(teacher=nan_teacher()).fit(X, Y, verbose=0),
+    "head-name": lambda *_: distiller(head="gaussian"),
+    "temperature": lambda *_: keras_ecl.heads.Categorical(temperature=0),
+    "kl-shapes": lambda *_: keras_ecl.losses.DistributionKL()(np.zeros((2, 3)), np.zeros((2, 4))),
+    "nll-class-ids": lambda *_: keras_ecl.losses.NegativeLogLikelihood()(
+        np.array([1, 5]), np.zeros((2, 3))
+    ),
+    "head-strings": lambda *_: keras_ecl.heads.Normal().distribution(np.array([["a", "b"]])),
+    # Distiller arguments
+    "mode": lambda *_: distiller(mode="dark"),
+    "student-type": lambda *_: distiller(student="resnet"),
+    "teacher-missing": lambda *_: distiller(teacher=None),
+    "samples-per-example": lambda *_: distiller(samples_per_example=1.5),
+    "supervised-weight": lambda *_: distiller(supervised_weight=2),
+    "sampler-without-ecl": lambda *_: distiller(mode="kd"),
+    # Samplers
+    "sampler-name": lambda *_: distiller(sampler="mixupp"),
+    "mixup-alpha": lambda *_: S.MixUp(alpha=-1),
+    "noise-scale": lambda *_: S.GaussianNoise(scale=0),
+    "one-of-probs": lambda *_: S.OneOf([S.MixUp(), S.CutMix()], probs=[0.5, 0.6]),
+    "one-of-empty": lambda *_: S.OneOf([]),
+    "from-callable-not-callable": lambda *_: S.FromCallable(3),
+    "sampler-changes-shape": lambda d, *_: distiller(
+        sampler=S.FromCallable(lambda x: x[:, :2])
+    ).fit(X, Y, verbose=0),
+    "sampler-rank-1": lambda *_: S.MixUp()(np.zeros(8, "float32")),
+    "num-samples": lambda *_: S.CutMix()(X, num_samples=0),
+    # Export and loading
+    "export-unbuilt": lambda *_: keras_ecl.export_student(
+        keras.Sequential([keras.layers.Dense(3)])
+    ),
+    "export-not-a-model": lambda *_: keras_ecl.export_student("student.keras"),
+    "export-format": lambda _, tmp_path, __: keras_ecl.export_student(mlp(), tmp_path, "onnx"),
+    "export-quantized-saved-model": lambda _, tmp_path, __: keras_ecl.export_student(
+        mlp(), tmp_path, quantization="float16"
+    ),
+    "export-int8-without-data": lambda _, tmp_path, __: keras_ecl.export_student(
+        mlp(), tmp_path / "s.tflite", "tflite", quantization="int8"
+    ),
+    "export-non-finite-weights": lambda _, tmp_path, __: keras_ecl.export_student(
+        broken_student(), tmp_path
+    ),
+    "tflite-missing-file": lambda _, tmp_path, __: keras_ecl.export.tflite_predict(
+        tmp_path / "none.tflite", X
+    ),
+    "tflite-not-a-model": lambda _, tmp_path, __: keras_ecl.export.tflite_predict(
+        write(tmp_path / "notes.tflite", "not a model"), X
+    ),
+    "tflite-input-shape": lambda _, __, request: keras_ecl.export.tflite_predict(
+        request.getfixturevalue("tflite_file"), np.zeros((2, 5), "float32")
+    ),
+    "weights-not-hdf5": lambda d, tmp_path, __: d.load_weights(
+        write(tmp_path / "a.weights.h5", "not weights")
+    ),
+    "weights-of-another-distiller": lambda _, tmp_path, __: one_of_distiller().load_weights(
+        saved_distiller(tmp_path)
+    ),
+    # Distribution
+    "tf-config": lambda _, __, request: set_tf_config(
+        request.getfixturevalue("monkeypatch"), "{not json"
+    ),
+}
+
+
+def readme_rows():
+    """id -> (exception name, error text) of the README's "Bad input" table."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `([\w-]+)` \|.*\| `(\w+)` \| `` (.+) `` \|$", line)
+        if match:
+            rows[match[1]] = (match[2], match[3])
+    return rows
+
+
+ROWS = readme_rows()
+
+
+def test_every_readme_row_has_a_case_and_every_case_a_row():
+    assert len(ROWS) >= 50
+    assert sorted(ROWS) == sorted(CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_raises_the_documented_error_and_corrupts_nothing(case, tmp_path, request):
+    exception_name, text = ROWS[case]
+    model = distiller()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(Exception) as caught:
+        CASES[case](model, tmp_path, request)
+    assert type(caught.value).__name__ == exception_name, caught.value
+    assert text in " ".join(str(caught.value).split()), str(caught.value)
+    if exception_name == "FloatingPointError":
+        return  # the steps before the bad batch trained, as they should
+    # Rejected before anything changed: the same weights, and a good call works.
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    history = model.fit(X, Y, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+# Property-based: random shapes and dtypes into the public functions.
+
+DTYPES = ["float16", "float32", "float64", "int32", "int64", "bool", "str"]
+
+
+@st.composite
+def arrays(draw, max_rank=4):
+    shape = tuple(draw(st.lists(st.integers(0, 5), max_size=max_rank)))
+    dtype = draw(st.sampled_from(DTYPES))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if dtype == "str":
+        return np.full(shape, "a")
+    if dtype == "bool":
+        return rng.random(shape) > 0.5
+    return (3 * rng.normal(size=shape)).astype(dtype)
+
+
+SETTINGS = hypothesis.settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+
+
+def assert_works_or_fails_clearly(call):
+    """Runs `call`; a failure must be a ValueError/TypeError raised by keras_ecl."""
+    try:
+        call()
+    except (ValueError, TypeError) as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        origin = os.sep + "keras_ecl" + os.sep
+        assert any(origin in frame.filename for frame in frames[-3:]), "".join(
+            traceback.format_exception(error)
+        )[-3000:]
+        assert "Received" in str(error) or "`" in str(error), str(error)
+
+
+SAMPLERS = {
+    "mixup": lambda: S.MixUp(seed=0),
+    "cutmix": lambda: S.CutMix(seed=0),
+    "gaussian_noise": lambda: S.GaussianNoise(0.1, seed=0),
+    "identity": lambda: S.Identity(),
+    "one_of": lambda: S.OneOf([S.MixUp(), S.CutMix()], seed=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@SETTINGS
+@hypothesis.given(x=arrays(), num_samples=st.integers(-1, 3))
+def test_samplers_take_any_array_or_fail_clearly(name, x, num_samples):
+    assert_works_or_fails_clearly(lambda: SAMPLERS[name]()(x, num_samples=num_samples))
+
+
+@pytest.mark.parametrize("head", ["categorical", "normal", "laplace"])
+@SETTINGS
+@hypothesis.given(outputs=arrays(), other=arrays(), y=arrays())
+def test_heads_and_losses_take_any_array_or_fail_clearly(head, outputs, other, y):
+    head = keras_ecl.heads.get(head)
+    assert_works_or_fails_clearly(lambda: head.distribution(outputs))
+    assert_works_or_fails_clearly(lambda: head.kl_divergence(outputs, other))
+    assert_works_or_fails_clearly(lambda: head.negative_log_likelihood(y, outputs))
+    assert_works_or_fails_clearly(lambda: keras_ecl.losses.DistributionKL(head)(other, outputs))
+    assert_works_or_fails_clearly(lambda: keras_ecl.losses.NegativeLogLikelihood(head)(y, outputs))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model = distiller()
+    model.fit(X, Y, epochs=1, verbose=0)
+    return model
+
+
+@st.composite
+def fit_data(draw):
+    """Any arrays, or (half the time each) inputs and labels shaped like real ones,
+    so that the checks past the first ones and training itself run too."""
+    rows = draw(st.integers(1, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = draw(arrays())
+    if draw(st.booleans()):
+        dtype = draw(st.sampled_from(["float16", "float32", "float64", "int32"]))
+        x = rng.normal(size=(rows, FEATURES)).astype(dtype)
+    y = draw(arrays(max_rank=2))
+    if draw(st.booleans()):
+        dtype = draw(st.sampled_from(["int32", "int64", "float32"]))
+        y = rng.integers(-1, CLASSES + 1, size=draw(st.sampled_from([(rows,), (rows, 1)])))
+        y = y.astype(dtype)
+    return x, y
+
+
+@hypothesis.settings(SETTINGS, max_examples=40)
+@hypothesis.given(data=fit_data())
+def test_distiller_fit_and_evaluate_take_any_array_or_fail_clearly(trained, data):
+    x, y = data
+    assert_works_or_fails_clearly(lambda: trained.fit(x, y, epochs=1, verbose=0))
+    assert_works_or_fails_clearly(lambda: trained.evaluate(x, y, verbose=0))
+
+
+@SETTINGS
+@hypothesis.given(x=arrays())
+def test_tflite_predict_takes_any_array_or_fails_clearly(tflite_file, x):
+    assert_works_or_fails_clearly(lambda: keras_ecl.export.tflite_predict(tflite_file, x))
