@@ -5,7 +5,7 @@ inputs and on extracurricular inputs drawn around each batch
 (Pouransari et al., 2020, https://arxiv.org/abs/2007.00051).
 """
 
-from keras_ecl import distribute, export, heads, losses, samplers
+from keras_ecl import callbacks, distribute, export, heads, losses, samplers
 from keras_ecl.distiller import Distiller
 from keras_ecl.export import export_student
 
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Distiller",
+    "callbacks",
     "distribute",
     "export",
     "export_student",

@@ -1,5 +1,6 @@
-"""Nothing lost: a Distiller's backup holds its random seed states, and a run
-killed with SIGKILL resumes from `BackupAndRestore` to the very same weights.
+"""Nothing lost: a Distiller's backup holds its random seed states, backups are
+swapped in whole, and a run killed with SIGKILL resumes from
+`keras_ecl.callbacks.BackupAndRestore` to the very same weights.
 
 The kill tests run tests/scripts/resume_train.py in subprocesses: one run goes
 through uninterrupted, another is killed at a random point after a backup and
@@ -97,19 +98,71 @@ def test_weights_saved_without_seed_states_still_load(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_seed_states_of_another_distiller_are_rejected(tmp_path):
+class Killed(Exception):
+    """Stands for SIGKILL inside this process."""
+
+
+def fit_killed_in_third_backup(callback_class, backup_dir, monkeypatch):
+    """Trains until the third backup, which dies half-written."""
     x, y = data()
-    saved = make_distiller(sampler_seed=1)  # a sampler and a Dropout: 2 generators
-    saved.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    saved.save_weights(tmp_path / "two_seeds.weights.h5")
-    samplers = keras_ecl.samplers
-    mixture = keras_ecl.Distiller(  # the mixture, its 2 components and a Dropout: 4
-        mlp(8, 0.3), mlp(16), sampler=samplers.OneOf([samplers.MixUp(), samplers.CutMix()])
-    )
-    mixture.compile(optimizer=keras.optimizers.Adam(1e-2))
-    mixture.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    with pytest.raises(ValueError, match="holds 2 random seed states, but this Distiller has 4"):
-        mixture.load_weights(tmp_path / "two_seeds.weights.h5")
+    distiller = make_distiller(sampler_seed=1)
+    save_weights = keras_ecl.Distiller.save_weights
+    calls = []
+
+    def dying_save_weights(self, filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) == 3:
+            with open(filepath, "wb") as file:  # an HDF5 signature, then nothing
+                file.write(b"\x89HDF\r\n\x1a\n" + bytes(88))
+            raise Killed
+        return save_weights(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras_ecl.Distiller, "save_weights", dying_save_weights)
+    with pytest.raises(Killed):
+        distiller.fit(
+            x, y, epochs=5, batch_size=16, verbose=0, callbacks=[callback_class(backup_dir)]
+        )
+    monkeypatch.undo()
+
+
+def test_a_kill_while_a_backup_is_written_leaves_the_last_one_whole(tmp_path, monkeypatch):
+    backup_dir = tmp_path / "backup"
+    fit_killed_in_third_backup(keras_ecl.callbacks.BackupAndRestore, backup_dir, monkeypatch)
+    x, y = data()
+    resumed = make_distiller(sampler_seed=1)
+    backup = keras_ecl.callbacks.BackupAndRestore(backup_dir)
+    history = resumed.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[backup])
+    assert len(history.history["loss"]) == 3  # epochs 3 to 5: two backups were whole
+
+
+def test_double_checkpoint_keeps_the_previous_backup_whole(tmp_path):
+    class KillAtThirdEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise Killed
+
+    x, y = data()
+    backup = keras_ecl.callbacks.BackupAndRestore(tmp_path, double_checkpoint=True)
+    with pytest.raises(Killed):
+        make_distiller(sampler_seed=1).fit(
+            x, y, epochs=5, verbose=0, callbacks=[backup, KillAtThirdEpoch()]
+        )
+    for name, epochs in (("latest.weights.h5", 2), ("latest.weights.h5.bkp", 1)):
+        with h5py.File(tmp_path / name, "r") as file:
+            assert file.attrs["keras_ecl_epoch"] == epochs
+    with open(tmp_path / "training_metadata.json.bkp") as file:
+        assert json.load(file)["epoch"] == 1
+
+
+def test_keras_own_callback_cannot_resume_after_the_same_kill(tmp_path, monkeypatch):
+    # Why keras_ecl has its own: Keras 3.15 writes the backup in place.
+    backup_dir = tmp_path / "backup"
+    fit_killed_in_third_backup(keras.callbacks.BackupAndRestore, backup_dir, monkeypatch)
+    x, y = data()
+    with pytest.raises(OSError):
+        make_distiller(sampler_seed=1).fit(
+            x, y, epochs=5, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup_dir)]
+        )
 
 
 def start(output, backup_dir, env=None):

@@ -1,4 +1,4 @@
-"""An ECL run with `keras.callbacks.BackupAndRestore`, to be killed and restarted.
+"""An ECL run with `keras_ecl.callbacks.BackupAndRestore`, to be killed and restarted.
 
 Usage: python resume_train.py OUTPUT_NPZ BACKUP_DIR EPOCHS
 
@@ -62,7 +62,7 @@ def main(output, backup_dir, epochs):
         batch_size=32,
         epochs=epochs,
         verbose=0,
-        callbacks=[keras.callbacks.BackupAndRestore(backup_dir), PrintEpochs()],
+        callbacks=[keras_ecl.callbacks.BackupAndRestore(backup_dir), PrintEpochs()],
     )
     np.savez(
         output,

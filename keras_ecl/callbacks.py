@@ -1,0 +1,94 @@
+"""Callbacks for long distillation runs that must survive being killed.
+
+Keras' `BackupAndRestore` rewrites its backup in place, so a kill during the
+write leaves a truncated file that the restarted run cannot open, and a kill
+between the weights and the epoch record resumes the wrong epoch. The one here
+writes each backup whole, with its epoch inside, and swaps it in atomically.
+"""
+
+import json
+import os
+
+import h5py
+import keras
+
+_EPOCH = "keras_ecl_epoch"  # attribute of the weights file: epochs it holds
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` whose backups survive a kill at any moment.
+
+    A backup is written to a scratch file in `backup_dir`, flushed to disk and
+    renamed over the previous one (`os.replace`, atomic on one filesystem), so
+    `backup_dir` always holds one complete backup. The number of epochs it
+    covers is stored in the weights file itself, so weights and epoch cannot
+    disagree. Everything else is Keras' callback: use it the same way. With a
+    `keras_ecl.Distiller` the backup also holds its random seed states, so a
+    resumed run draws the synthetic inputs the uninterrupted run would have.
+
+    Remote `backup_dir`s (`gs://...`) have no atomic rename: there the callback
+    behaves exactly as Keras' own.
+
+    Args:
+        backup_dir: Directory of the backup; it must not be shared with
+            another run or another callback.
+        save_freq: `"epoch"` or a number of batches. Only end-of-epoch backups
+            resume exactly: Keras 3.15 restarts an interrupted epoch from its
+            first batch. Defaults to "epoch".
+        double_checkpoint: Keep the previous backup too. Defaults to False.
+        delete_checkpoint: Remove `backup_dir` when training ends. Defaults
+            to True.
+
+    Example:
+
+    ```python
+    backup = keras_ecl.callbacks.BackupAndRestore("backups/student")
+    distiller.fit(x, y, epochs=100, callbacks=[backup])  # rerun after a kill: resumes
+    ```
+    """
+
+    def _is_local(self):
+        return "://" not in str(self.backup_dir)
+
+    def _save_model(self):
+        if not self._is_local():
+            return super()._save_model()
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if self.double_checkpoint and os.path.exists(self._weights_path):
+            _replace_with_copy(self._weights_path, self._prev_weights_path)
+            if os.path.exists(self._training_metadata_path):
+                _replace_with_copy(self._training_metadata_path, self._prev_training_metadata_path)
+        scratch = os.path.join(self.backup_dir, "writing.weights.h5")
+        self.model.save_weights(scratch, overwrite=True)
+        with h5py.File(scratch, "a") as file:
+            file.attrs[_EPOCH] = self._current_epoch
+        _flush(scratch)
+        os.replace(scratch, self._weights_path)
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        _write_atomically(self._training_metadata_path, json.dumps(metadata).encode())
+
+    def _load_model(self):
+        super()._load_model()
+        if self._is_local() and os.path.exists(self._weights_path):
+            with h5py.File(self._weights_path, "r") as file:
+                if _EPOCH in file.attrs:  # the weights' own epoch wins over the record
+                    self.model._initial_epoch = int(file.attrs[_EPOCH])
+
+
+def _flush(path):
+    with open(path, "rb+") as file:
+        os.fsync(file.fileno())
+
+
+def _write_atomically(path, data):
+    scratch = f"{path}.writing"
+    with open(scratch, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(scratch, path)
+
+
+def _replace_with_copy(source, target):
+    with open(source, "rb") as file:
+        _write_atomically(target, file.read())
