@@ -22,20 +22,10 @@ import pytest
 
 import keras_ecl
 from tests.multi_worker_test import free_ports
+from tests.scripts.resume_train import mlp
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "resume_train.py")
 EPOCHS = 6
-
-
-def mlp(units, dropout=0.0):
-    return keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(units, activation="relu"),
-            keras.layers.Dropout(dropout),
-            keras.layers.Dense(3),
-        ]
-    )
 
 
 def make_distiller(sampler_seed, dropout=0.3):
@@ -51,7 +41,7 @@ def make_distiller(sampler_seed, dropout=0.3):
 
 def data():
     rng = np.random.default_rng(0)
-    return rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 3, 64)
+    return rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 3, 64)
 
 
 def seed_states(distiller):
