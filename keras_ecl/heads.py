@@ -11,37 +11,11 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_ecl.utils import check_positive, resolve
+from keras_ecl.utils import as_numeric_tensor, check_positive, resolve
 
 tfd = tfp.distributions
 
 _PACKAGE = "keras_ecl"
-
-
-def as_numeric_tensor(value, argument):
-    """`value` as a tensor of numbers with a batch axis; raises a clear error if not.
-
-    Python-side checks of dtype and static rank only: free under `tf.function`/XLA.
-    """
-    if isinstance(value, tf.Tensor) or tf.is_symbolic_tensor(value):
-        tensor = value
-    else:
-        try:
-            tensor = tf.convert_to_tensor(value)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"`{argument}` must be a tensor or array of numbers. "
-                f"Received: {type(value).__name__}"
-            ) from error
-    dtype = tf.as_dtype(tensor.dtype)
-    if not (dtype.is_floating or dtype.is_integer) or dtype.is_quantized:
-        raise TypeError(f"`{argument}` must hold numbers. Received: dtype={dtype.name}")
-    if tensor.shape.rank == 0:
-        raise ValueError(
-            f"`{argument}` must have a batch axis (rank >= 1). "
-            f"Received: shape={tuple(tensor.shape)}"
-        )
-    return tensor
 
 
 class Head:

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from keras_ecl import heads as heads_lib
+from keras_ecl.utils import as_numeric_tensor
 
 _PACKAGE = "keras_ecl"
 UNCERTAINTY_MEASURES = ("entropy", "variance")
@@ -26,7 +27,7 @@ class _HeadLoss(keras.losses.Loss):
         # Keras casts both to floats first, where non-numbers fail deep in TensorFlow.
         for argument, value in (("y_true", y_true), ("y_pred", y_pred)):
             if not isinstance(value, (list, tuple)):
-                heads_lib.as_numeric_tensor(value, argument)
+                as_numeric_tensor(value, argument)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):

@@ -1,8 +1,9 @@
-"""Argument checks and name resolution shared by heads, samplers and the distiller."""
+"""Argument checks and name resolution shared by heads, losses, samplers and the distiller."""
 
 import numbers
 
 import keras
+import tensorflow as tf
 
 
 def is_number(value):
@@ -39,3 +40,29 @@ def resolve(identifier, base, names, argument):
         f"`{argument}` must be a keras_ecl.{base.__module__.split('.')[-1]}.{base.__name__} "
         f"or one of {sorted(names)}. Received: {argument}={identifier!r}"
     )
+
+
+def as_numeric_tensor(value, argument):
+    """`value` as a tensor of numbers with a batch axis; raises a clear error if not.
+
+    Python-side checks of dtype and static rank only: free under `tf.function`/XLA.
+    """
+    if isinstance(value, tf.Tensor) or tf.is_symbolic_tensor(value):
+        tensor = value
+    else:
+        try:
+            tensor = tf.convert_to_tensor(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"`{argument}` must be a tensor or array of numbers. "
+                f"Received: {type(value).__name__}"
+            ) from error
+    dtype = tf.as_dtype(tensor.dtype)
+    if not (dtype.is_floating or dtype.is_integer) or dtype.is_quantized:
+        raise TypeError(f"`{argument}` must hold numbers. Received: dtype={dtype.name}")
+    if tensor.shape.rank == 0:
+        raise ValueError(
+            f"`{argument}` must have a batch axis (rank >= 1). "
+            f"Received: shape={tuple(tensor.shape)}"
+        )
+    return tensor

@@ -68,7 +68,9 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     assert abs(float(keras_line[1]) - float(tflite_line[1])) <= 0.002
 
 
-@pytest.mark.parametrize("module", ["heads", "losses", "samplers", "distiller", "export"])
+@pytest.mark.parametrize(
+    "module", ["heads", "losses", "samplers", "distiller", "export", "callbacks", "distribute"]
+)
 def test_public_docstrings_have_examples(module):
     import importlib
     import inspect
