@@ -426,6 +426,19 @@ class Distiller(keras.Model):
             self.check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
         return super().evaluate(**params, **extra)
 
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`, after checking that `x` holds inputs (NaN allowed)."""
+        inputs = x
+        if isinstance(inputs, tf.data.Dataset):
+            element = next(iter(inputs.take(1)), None)
+            if element is None:
+                raise ValueError("`x` is an empty dataset: it yields no batch.")
+            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(element)
+        if isinstance(inputs, (np.ndarray, tf.Tensor)) or hasattr(inputs, "__array__"):
+            array = self._check_inputs(inputs, "x", finite=False)
+            self._check_input_shape(array.shape, "x", roles=("student",))
+        return super().predict(x, *args, **kwargs)
+
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
         """`keras.Model.load_weights`, refusing files that are not Keras weights first."""
         path = str(filepath)
@@ -512,22 +525,26 @@ class Distiller(keras.Model):
             raise ValueError(
                 f"`{argument}` has {len(x)} inputs but {len(y)} labels: they must match."
             )
+        if sample_weight is not None:
+            self._check_sample_weight(sample_weight, len(x), argument)
         self._check_input_shape(x.shape, argument)
         rows = tf.convert_to_tensor(x[:_CHECK_ROWS])
-        student_outputs = self.student(rows, training=False)
-        output_shape = _output_shape(student_outputs)
-        event_size = self.head.event_size(output_shape, "student")
+        # The teacher first: a subclassed student is built by its first call and
+        # must not be built for inputs that the teacher then rejects.
         if self.uses_teacher:
             teacher_outputs = self.teacher(rows, training=False)
-            self._check_same_event_size(
-                self.head.event_size(_output_shape(teacher_outputs), "teacher"), event_size
-            )
+            teacher_size = self.head.event_size(_output_shape(teacher_outputs), "teacher")
             if not all(np.all(np.isfinite(o)) for o in tf.nest.flatten(teacher_outputs)):
                 raise ValueError(
                     f"The teacher's outputs on the first rows of `{argument}` contain NaN "
                     "or inf, so there is nothing to distil. Check the teacher's weights "
                     "(did its training diverge?) and what it was trained on."
                 )
+        student_outputs = self.student(rows, training=False)
+        output_shape = _output_shape(student_outputs)
+        event_size = self.head.event_size(output_shape, "student")
+        if self.uses_teacher:
+            self._check_same_event_size(teacher_size, event_size)
         if y is not None:
             output_rank = len(output_shape[0] if isinstance(output_shape, list) else output_shape)
             self._check_labels(y, event_size, output_rank, argument)
@@ -536,11 +553,13 @@ class Distiller(keras.Model):
             self.sampler(rows, num_samples=self.samples_per_example, seed=seed)
         self.built = True
 
-    def _check_input_shape(self, shape, argument):
+    def _check_input_shape(self, shape, argument, roles=("student", "teacher")):
         """Checks the per-example input shape against models with symbolic inputs."""
         models = [("student", self.student)]
         models += [("teacher", self.teacher)] if self.uses_teacher else []
         for role, model in models:
+            if role not in roles:
+                continue
             try:
                 inputs = model.inputs
             except (AttributeError, ValueError):
@@ -557,7 +576,7 @@ class Distiller(keras.Model):
                     f"{(None, *expected)}. Received: shape={tuple(shape)}"
                 )
 
-    def _check_inputs(self, x, argument):
+    def _check_inputs(self, x, argument, finite=True):
         array = np.asarray(x)
         if array.dtype.kind not in "biuf":
             raise TypeError(
@@ -567,13 +586,28 @@ class Distiller(keras.Model):
             raise ValueError(f"`{argument}` must have a batch axis. Received: shape=()")
         if array.shape[0] == 0:
             raise ValueError(f"`{argument}` is empty. Received: shape={array.shape}")
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        if finite and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             bad = int(np.sum(~np.isfinite(array)))
             raise ValueError(
                 f"`{argument}` contains {bad} NaN or inf value(s); training on them "
                 "would poison the weights. Clean or impute the inputs first."
             )
         return array
+
+    @staticmethod
+    def _check_sample_weight(sample_weight, num_inputs, argument):
+        weights = np.asarray(sample_weight)
+        if weights.dtype.kind not in "biuf":
+            raise TypeError(
+                f"Sample weights of `{argument}` must be numbers. Received: dtype={weights.dtype}"
+            )
+        if weights.ndim == 0 or len(weights) != num_inputs:
+            raise ValueError(
+                f"`{argument}` has {num_inputs} inputs but sample weights of shape "
+                f"{weights.shape}: one weight per input."
+            )
+        if weights.dtype.kind == "f" and not np.all(np.isfinite(weights)):
+            raise ValueError(f"Sample weights of `{argument}` contain NaN or inf values.")
 
     def _check_labels(self, y, event_size, output_rank, argument):
         """Checks labels against outputs of rank `output_rank` (batch first).

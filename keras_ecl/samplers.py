@@ -12,7 +12,10 @@ Output `j * batch_size + i` is always derived from real input `i` (its anchor),
 and the output has the input's trailing shape and dtype.
 """
 
+import math
+
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -52,6 +55,10 @@ class Sampler(keras.layers.Layer):
     requires_float = True
 
     def __init__(self, seed=None, **kwargs):
+        # Keras takes a bool for an int here and then fails deep in TensorFlow.
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
+            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+        seed = None if seed is None else int(seed)
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.seed = seed
@@ -69,7 +76,7 @@ class Sampler(keras.layers.Layer):
                 f"Sampler {self.name!r} takes a tensor or array. Received: {type(inputs).__name__}"
             ) from error
         self.check_input(x)
-        seed = self.next_seed() if seed is None else self.replica_seed(seed)
+        seed = self.next_seed() if seed is None else self.replica_seed(_check_seed(seed))
         outputs = self.sample(x, num_samples, seed)
         expected = tf.TensorShape(
             [None if x.shape[0] is None else x.shape[0] * num_samples]
@@ -120,6 +127,22 @@ class Sampler(keras.layers.Layer):
         config = super().get_config()
         config["seed"] = self.seed
         return config
+
+
+def _check_seed(seed):
+    """Returns a call's `seed` as a tensor after checking it is two integers (static)."""
+    try:
+        seed = tf.convert_to_tensor(seed)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"`seed` must be two integers, shape (2,). Received: seed={seed!r}"
+        ) from error
+    if not seed.dtype.is_integer or not seed.shape.is_compatible_with([2]):
+        raise ValueError(
+            "`seed` must be two integers, shape (2,). Received: "
+            f"shape={tuple(seed.shape)}, dtype={seed.dtype.name}"
+        )
+    return seed
 
 
 def _partners(batch_size, total, seed):
@@ -345,12 +368,21 @@ class OneOf(Sampler):
                 f"Received: samplers={samplers!r}"
             )
         if probs is not None:
-            probs = [float(p) for p in probs]
-            if len(probs) != len(samplers) or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
-                raise ValueError(
-                    f"`probs` must be {len(samplers)} non-negative numbers summing "
-                    f"to 1. Received: probs={probs!r}"
-                )
+            message = (
+                f"`probs` must be {len(samplers)} non-negative numbers summing to 1. "
+                f"Received: probs={probs!r}"
+            )
+            try:
+                probs = [float(p) for p in probs] if not isinstance(probs, str) else None
+            except (TypeError, ValueError) as error:
+                raise ValueError(message) from error
+            if (
+                probs is None
+                or len(probs) != len(samplers)
+                or not all(math.isfinite(p) and p >= 0 for p in probs)
+                or abs(sum(probs) - 1.0) > 1e-6
+            ):
+                raise ValueError(message)
         self.samplers = samplers
         self.probs = probs
         self.requires_float = any(s.requires_float for s in samplers)

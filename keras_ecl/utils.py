@@ -1,5 +1,6 @@
 """Argument checks and name resolution shared by heads, losses, samplers and the distiller."""
 
+import math
 import numbers
 
 import keras
@@ -12,9 +13,9 @@ def is_number(value):
 
 
 def check_positive(name, value):
-    """Raises a ValueError naming `name` unless `value` is a number > 0."""
-    if not is_number(value) or not value > 0:
-        raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
+    """Raises a ValueError naming `name` unless `value` is a finite number > 0."""
+    if not is_number(value) or not 0 < value < math.inf:
+        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
 
 
 def resolve(identifier, base, names, argument):

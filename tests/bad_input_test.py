@@ -122,9 +122,16 @@ CASES = {
     # Labels
     "labels-missing": lambda d, *_: d.fit(X, verbose=0),
     "labels-count": lambda d, *_: d.fit(X, Y[:10], verbose=0),
+    "sample-weights-count": lambda d, *_: d.fit(X, Y, sample_weight=np.ones(10), verbose=0),
+    "sample-weights-nan": lambda d, *_: d.fit(
+        X, Y, sample_weight=with_values(np.ones(32), [4], np.nan), verbose=0
+    ),
+    "sample-weights-strings": lambda d, *_: d.fit(X, Y, sample_weight=np.full(32, "a"), verbose=0),
     "labels-strings": lambda d, *_: d.fit(X, np.full(32, "a"), verbose=0),
     "labels-out-of-range": lambda d, *_: d.fit(X, Y + 3, verbose=0),
     "evaluate-labels-out-of-range": lambda d, *_: d.evaluate(X, Y + 5, verbose=0),
+    "predict-empty": lambda d, *_: d.predict(X[:0], verbose=0),
+    "predict-features": lambda d, *_: d.predict(np.zeros((2, 5), "float32"), verbose=0),
     "one-hot-width": lambda d, *_: d.fit(X, np.eye(4)[Y], verbose=0),
     "regression-targets-nan": lambda *_: distiller(
         student=mlp(2), teacher=mlp(2, 16), head="normal"
@@ -154,8 +161,11 @@ CASES = {
     # Samplers
     "sampler-name": lambda *_: distiller(sampler="mixupp"),
     "mixup-alpha": lambda *_: S.MixUp(alpha=-1),
+    "cutmix-alpha-inf": lambda *_: S.CutMix(alpha=float("inf")),
+    "sampler-seed-bool": lambda *_: S.MixUp(seed=False),
     "noise-scale": lambda *_: S.GaussianNoise(scale=0),
     "one-of-probs": lambda *_: S.OneOf([S.MixUp(), S.CutMix()], probs=[0.5, 0.6]),
+    "one-of-probs-nan": lambda *_: S.OneOf([S.MixUp(), S.CutMix()], probs=[float("nan"), 1]),
     "one-of-empty": lambda *_: S.OneOf([]),
     "from-callable-not-callable": lambda *_: S.FromCallable(3),
     "sampler-changes-shape": lambda d, *_: distiller(
@@ -163,6 +173,7 @@ CASES = {
     ).fit(X, Y, verbose=0),
     "sampler-rank-1": lambda *_: S.MixUp()(np.zeros(8, "float32")),
     "num-samples": lambda *_: S.CutMix()(X, num_samples=0),
+    "call-seed-shape": lambda *_: S.MixUp()(X, seed=np.array([1, 2, 3], "int32")),
     # Export and loading
     "export-unbuilt": lambda *_: keras_ecl.export_student(
         keras.Sequential([keras.layers.Dense(3)])
@@ -216,7 +227,7 @@ ROWS = readme_rows()
 
 
 def test_every_readme_row_has_a_case_and_every_case_a_row():
-    assert len(ROWS) >= 50
+    assert len(ROWS) >= 60
     assert sorted(ROWS) == sorted(CASES)
 
 
@@ -342,3 +353,22 @@ def test_distiller_fit_and_evaluate_take_any_array_or_fail_clearly(trained, data
 @hypothesis.given(x=arrays())
 def test_tflite_predict_takes_any_array_or_fails_clearly(tflite_file, x):
     assert_works_or_fails_clearly(lambda: keras_ecl.export.tflite_predict(tflite_file, x))
+
+
+class SubclassedStudent(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(CLASSES)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+
+def test_a_rejected_fit_leaves_a_subclassed_student_unbuilt():
+    # A subclassed model is built by its first call: a check that called it on
+    # the bad inputs would build it for them, and the corrected fit would fail.
+    model = distiller(student=SubclassedStudent())
+    with pytest.raises(ValueError, match="does not fit the teacher"):
+        model.fit(np.zeros((32, 5), "float32"), Y, verbose=0)
+    assert not model.student.built
+    assert np.isfinite(model.fit(X, Y, epochs=1, verbose=0).history["loss"][-1])
