@@ -1,13 +1,16 @@
 """The speed benchmark's smoke run measures every configuration side by side."""
 
+import importlib
 import json
 import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import speed  # noqa: E402
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# As a package module: benchmarks/ on sys.path would shadow the `mnist1d` package
+# with benchmarks/mnist1d.py for every test collected after this one.
+speed = importlib.import_module("benchmarks.speed")
 
 
 def test_smoke_run_times_every_configuration(tmp_path, capsys):
