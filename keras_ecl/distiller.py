@@ -68,6 +68,26 @@ def _output_shape(outputs):
     return tuple(outputs.shape)
 
 
+def _input_shapes(model):
+    """Shapes of a functional/Sequential model's inputs, or None if it has none yet."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return [tuple(t.shape) for t in inputs] if inputs else None
+
+
+def _same_inputs(a, b):
+    """Whether two lists of input shapes can take the same batch (Keras may add or
+    drop a trailing axis of 1, so shapes of different ranks are not compared)."""
+    if len(a) != len(b):
+        return False
+    return all(
+        len(sa) != len(sb) or tf.TensorShape(sa).is_compatible_with(sb)
+        for sa, sb in zip(a, b, strict=True)
+    )
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Distiller(keras.Model):
     """Trains a student to match a teacher's output distribution, on real and
@@ -550,7 +570,12 @@ class Distiller(keras.Model):
             self._check_labels(y, event_size, output_rank, argument)
         if self.uses_extracurricular:
             seed = tf.constant(_EVALUATION_SEED, tf.int32)  # leaves the training stream alone
-            self.sampler(rows, num_samples=self.samples_per_example, seed=seed)
+            synthetic = self.sampler(rows, num_samples=self.samples_per_example, seed=seed)
+            if not np.all(np.isfinite(synthetic)):
+                raise ValueError(
+                    f"The sampler's draws around the first rows of `{argument}` contain NaN "
+                    "or inf. Check the sampler (e.g. the function of FromCallable)."
+                )
         self.built = True
 
     def _check_input_shape(self, shape, argument, roles=("student", "teacher")):
@@ -560,13 +585,10 @@ class Distiller(keras.Model):
         for role, model in models:
             if role not in roles:
                 continue
-            try:
-                inputs = model.inputs
-            except (AttributeError, ValueError):
-                continue  # Subclassed or unbuilt: Keras checks the call itself.
-            if not inputs or len(inputs) != 1:
+            shapes = _input_shapes(model)  # None when subclassed: Keras checks the call
+            if not shapes or len(shapes) != 1:
                 continue
-            expected = tuple(inputs[0].shape)[1:]
+            expected = shapes[0][1:]
             received = tuple(shape)[1:]
             if len(expected) != len(received) or any(
                 e is not None and e != r for e, r in zip(expected, received, strict=True)
@@ -666,6 +688,14 @@ class Distiller(keras.Model):
         teacher_size = self.teacher is not None and event_size(self.teacher, "teacher")
         if student_size and teacher_size:
             self._check_same_event_size(teacher_size, student_size)
+        student_inputs = _input_shapes(self.student)
+        teacher_inputs = self.teacher is not None and _input_shapes(self.teacher)
+        if student_inputs and teacher_inputs and not _same_inputs(teacher_inputs, student_inputs):
+            raise ValueError(
+                "Teacher and student must take the same inputs: each step feeds both the "
+                f"same batch. Received: teacher inputs {teacher_inputs}, student inputs "
+                f"{student_inputs}"
+            )
 
     # Serialization.
 

@@ -141,6 +141,7 @@ CASES = {
     ).fit(X, X[:, :2], verbose=0),
     # Heads, class counts and the teacher
     "class-count-mismatch": lambda *_: distiller(student=mlp(4)),
+    "teacher-student-inputs": lambda *_: distiller(student=mlp(inputs=5)),
     "categorical-one-class": lambda *_: distiller(student=mlp(1), teacher=mlp(1, 16)),
     "normal-odd-units": lambda *_: distiller(head="normal"),
     "teacher-nan-outputs": lambda *_: distiller(teacher=nan_teacher()).fit(X, Y, verbose=0),
@@ -172,6 +173,9 @@ CASES = {
         sampler=S.FromCallable(lambda x: x[:, :2])
     ).fit(X, Y, verbose=0),
     "sampler-rank-1": lambda *_: S.MixUp()(np.zeros(8, "float32")),
+    "sampler-nan-draws": lambda *_: distiller(
+        sampler=S.FromCallable(lambda x: x * float("nan"))
+    ).fit(X, Y, verbose=0),
     "num-samples": lambda *_: S.CutMix()(X, num_samples=0),
     "call-seed-shape": lambda *_: S.MixUp()(X, seed=np.array([1, 2, 3], "int32")),
     # Export and loading
