@@ -69,12 +69,10 @@ class Sampler(keras.layers.Layer):
             raise ValueError(
                 f"`num_samples` must be an integer >= 1. Received: num_samples={num_samples!r}"
             )
-        try:
-            x = tf.convert_to_tensor(inputs)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"Sampler {self.name!r} takes a tensor or array. Received: {type(inputs).__name__}"
-            ) from error
+        x = _as_tensor(
+            inputs,
+            f"Sampler {self.name!r} takes a tensor or array. Received: {type(inputs).__name__}",
+        )
         self.check_input(x)
         seed = self.next_seed() if seed is None else self.replica_seed(_check_seed(seed))
         outputs = self.sample(x, num_samples, seed)
@@ -129,14 +127,17 @@ class Sampler(keras.layers.Layer):
         return config
 
 
+def _as_tensor(value, message):
+    """`tf.convert_to_tensor(value)`, or a TypeError with `message` if it cannot be one."""
+    try:
+        return tf.convert_to_tensor(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(message) from error
+
+
 def _check_seed(seed):
     """Returns a call's `seed` as a tensor after checking it is two integers (static)."""
-    try:
-        seed = tf.convert_to_tensor(seed)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"`seed` must be two integers, shape (2,). Received: seed={seed!r}"
-        ) from error
+    seed = _as_tensor(seed, f"`seed` must be two integers, shape (2,). Received: seed={seed!r}")
     if not seed.dtype.is_integer or not seed.shape.is_compatible_with([2]):
         raise ValueError(
             "`seed` must be two integers, shape (2,). Received: "
