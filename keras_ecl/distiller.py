@@ -88,6 +88,19 @@ def _same_inputs(a, b):
     )
 
 
+def _first_batch(dataset, argument):
+    """`(x, y, sample_weight)` of a dataset's first batch; raises if it has none."""
+    element = next(iter(dataset.take(1)), None)
+    if element is None:
+        raise ValueError(f"`{argument}` is an empty dataset: it yields no batch.")
+    return keras.utils.unpack_x_y_sample_weight(element)
+
+
+def _is_array(x):
+    """Whether `x` is one array or tensor (not a generator or PyDataset we cannot peek)."""
+    return isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__")
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Distiller(keras.Model):
     """Trains a student to match a teacher's output distribution, on real and
@@ -448,13 +461,8 @@ class Distiller(keras.Model):
 
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`, after checking that `x` holds inputs (NaN allowed)."""
-        inputs = x
-        if isinstance(inputs, tf.data.Dataset):
-            element = next(iter(inputs.take(1)), None)
-            if element is None:
-                raise ValueError("`x` is an empty dataset: it yields no batch.")
-            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(element)
-        if isinstance(inputs, (np.ndarray, tf.Tensor)) or hasattr(inputs, "__array__"):
+        inputs = _first_batch(x, "x")[0] if isinstance(x, tf.data.Dataset) else x
+        if _is_array(inputs):
             array = self._check_inputs(inputs, "x", finite=False)
             self._check_input_shape(array.shape, "x", roles=("student",))
         return super().predict(x, *args, **kwargs)
@@ -512,10 +520,7 @@ class Distiller(keras.Model):
             TypeError: Non-numeric inputs, or integer inputs to a mixing sampler.
         """
         if isinstance(x, tf.data.Dataset):
-            element = next(iter(x.take(1)), None)
-            if element is None:
-                raise ValueError(f"`{argument}` is an empty dataset: it yields no batch.")
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(element)
+            x, y, sample_weight = _first_batch(x, argument)
         elif argument == "validation_data" and isinstance(x, (tuple, list)):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(x))
         if isinstance(x, (dict, list, tuple)):
@@ -526,7 +531,7 @@ class Distiller(keras.Model):
                     "Use one input tensor, or mode='kd'."
                 )
             return  # Multi-input models: Keras checks the structure itself.
-        if not isinstance(x, (np.ndarray, tf.Tensor)) and not hasattr(x, "__array__"):
+        if not _is_array(x):
             return  # Generators and PyDatasets cannot be peeked without consuming them.
         x = self._check_inputs(x, argument)
         if self.uses_labels and y is None:
@@ -580,19 +585,15 @@ class Distiller(keras.Model):
 
     def _check_input_shape(self, shape, argument, roles=("student", "teacher")):
         """Checks the per-example input shape against models with symbolic inputs."""
-        models = [("student", self.student)]
-        models += [("teacher", self.teacher)] if self.uses_teacher else []
-        for role, model in models:
-            if role not in roles:
+        for role in roles:
+            model = self.student if role == "student" else self.teacher
+            if role == "teacher" and not self.uses_teacher:
                 continue
             shapes = _input_shapes(model)  # None when subclassed: Keras checks the call
             if not shapes or len(shapes) != 1:
                 continue
             expected = shapes[0][1:]
-            received = tuple(shape)[1:]
-            if len(expected) != len(received) or any(
-                e is not None and e != r for e, r in zip(expected, received, strict=True)
-            ):
+            if not tf.TensorShape(expected).is_compatible_with(tuple(shape)[1:]):
                 raise ValueError(
                     f"`{argument}` does not fit the {role}, which takes inputs of shape "
                     f"{(None, *expected)}. Received: shape={tuple(shape)}"

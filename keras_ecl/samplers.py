@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_ecl.utils import check_positive, resolve
+from keras_ecl.utils import check_positive, resolve, to_tensor
 
 tfd = tfp.distributions
 
@@ -69,7 +69,7 @@ class Sampler(keras.layers.Layer):
             raise ValueError(
                 f"`num_samples` must be an integer >= 1. Received: num_samples={num_samples!r}"
             )
-        x = _as_tensor(
+        x = to_tensor(
             inputs,
             f"Sampler {self.name!r} takes a tensor or array. Received: {type(inputs).__name__}",
         )
@@ -127,17 +127,9 @@ class Sampler(keras.layers.Layer):
         return config
 
 
-def _as_tensor(value, message):
-    """`tf.convert_to_tensor(value)`, or a TypeError with `message` if it cannot be one."""
-    try:
-        return tf.convert_to_tensor(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(message) from error
-
-
 def _check_seed(seed):
     """Returns a call's `seed` as a tensor after checking it is two integers (static)."""
-    seed = _as_tensor(seed, f"`seed` must be two integers, shape (2,). Received: seed={seed!r}")
+    seed = to_tensor(seed, f"`seed` must be two integers, shape (2,). Received: seed={seed!r}")
     if not seed.dtype.is_integer or not seed.shape.is_compatible_with([2]):
         raise ValueError(
             "`seed` must be two integers, shape (2,). Received: "

@@ -51,13 +51,10 @@ def as_numeric_tensor(value, argument):
     if isinstance(value, tf.Tensor) or tf.is_symbolic_tensor(value):
         tensor = value
     else:
-        try:
-            tensor = tf.convert_to_tensor(value)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"`{argument}` must be a tensor or array of numbers. "
-                f"Received: {type(value).__name__}"
-            ) from error
+        tensor = to_tensor(
+            value,
+            f"`{argument}` must be a tensor or array of numbers. Received: {type(value).__name__}",
+        )
     dtype = tf.as_dtype(tensor.dtype)
     if not (dtype.is_floating or dtype.is_integer) or dtype.is_quantized:
         raise TypeError(f"`{argument}` must hold numbers. Received: dtype={dtype.name}")
@@ -67,3 +64,11 @@ def as_numeric_tensor(value, argument):
             f"Received: shape={tuple(tensor.shape)}"
         )
     return tensor
+
+
+def to_tensor(value, message):
+    """`tf.convert_to_tensor(value)`, or a TypeError with `message` if it cannot be one."""
+    try:
+        return tf.convert_to_tensor(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(message) from error

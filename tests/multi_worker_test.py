@@ -23,16 +23,18 @@ def free_ports(count):
     return ports
 
 
+def cluster_env(workers, index):
+    """The TF_CONFIG variable of worker `index` of a cluster of `workers`."""
+    config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    return {"TF_CONFIG": json.dumps(config)}
+
+
 @pytest.mark.large
 def test_two_workers_complete_an_epoch_and_agree_on_the_weights(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
-        env = dict(os.environ)
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        )
-        env["CUDA_VISIBLE_DEVICES"] = ""
+        env = {**os.environ, **cluster_env(workers, index), "CUDA_VISIBLE_DEVICES": ""}
         processes.append(
             subprocess.Popen(
                 [sys.executable, str(SCRIPT), str(tmp_path / f"worker{index}.npz")],

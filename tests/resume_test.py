@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import keras_ecl
-from tests.multi_worker_test import free_ports
+from tests.multi_worker_test import cluster_env, free_ports
 from tests.scripts.resume_train import mlp
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "resume_train.py")
@@ -220,11 +220,6 @@ def test_killed_run_resumes_from_its_backup_to_identical_weights(tmp_path):
     assert resumed["epochs_run"] == EPOCHS - backed_up, context
     assert not (tmp_path / "backup").exists()  # BackupAndRestore cleans up at the end
     assert_same_training(resumed, load(tmp_path / "uninterrupted.npz"), context)
-
-
-def cluster_env(workers, index):
-    config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-    return {"TF_CONFIG": json.dumps(config)}
 
 
 def start_cluster(directory, workers=None):
