@@ -5,6 +5,9 @@ inputs and on extracurricular inputs drawn around each batch
 (Pouransari et al., 2020, https://arxiv.org/abs/2007.00051).
 """
 
+# First: it refuses a Keras backend other than TensorFlow before Keras is imported.
+from keras_ecl import _keras_compat  # isort: skip
+
 from keras_ecl import callbacks, distribute, export, heads, losses, samplers
 from keras_ecl.distiller import Distiller
 from keras_ecl.export import export_student
@@ -22,3 +25,5 @@ __all__ = [
     "samplers",
     "__version__",
 ]
+
+_keras_compat.warn_if_untested()

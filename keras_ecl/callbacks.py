@@ -10,12 +10,15 @@ import json
 import os
 
 import h5py
-import keras
+
+from keras_ecl._keras_compat import BackupAndRestoreHooks, set_initial_epoch
+
+__all__ = ["BackupAndRestore"]
 
 _EPOCH = "keras_ecl_epoch"  # attribute of the weights file: epochs it holds
 
 
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
+class BackupAndRestore(BackupAndRestoreHooks):
     """`keras.callbacks.BackupAndRestore` whose backups survive a kill at any moment.
 
     A backup is written to a scratch file in `backup_dir`, flushed to disk and
@@ -50,29 +53,32 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def _is_local(self):
         return "://" not in str(self.backup_dir)
 
-    def _save_model(self):
+    def write_backup(self):
         if not self._is_local():
-            return super()._save_model()
+            return super().write_backup()
+        paths = self.backup_paths
+        epoch, batch = self.progress
         os.makedirs(self.backup_dir, exist_ok=True)
-        if self.double_checkpoint and os.path.exists(self._weights_path):
-            _replace_with_copy(self._weights_path, self._prev_weights_path)
-            if os.path.exists(self._training_metadata_path):
-                _replace_with_copy(self._training_metadata_path, self._prev_training_metadata_path)
+        if self.double_checkpoint and os.path.exists(paths["weights"]):
+            _replace_with_copy(paths["weights"], paths["previous_weights"])
+            if os.path.exists(paths["metadata"]):
+                _replace_with_copy(paths["metadata"], paths["previous_metadata"])
         scratch = os.path.join(self.backup_dir, "writing.weights.h5")
         self.model.save_weights(scratch, overwrite=True)
         with h5py.File(scratch, "a") as file:
-            file.attrs[_EPOCH] = self._current_epoch
+            file.attrs[_EPOCH] = epoch
         _flush(scratch)
-        os.replace(scratch, self._weights_path)
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
-        _write_atomically(self._training_metadata_path, json.dumps(metadata).encode())
+        os.replace(scratch, paths["weights"])
+        metadata = {"epoch": epoch, "batch": batch}
+        _write_atomically(paths["metadata"], json.dumps(metadata).encode())
 
-    def _load_model(self):
-        super()._load_model()
-        if self._is_local() and os.path.exists(self._weights_path):
-            with h5py.File(self._weights_path, "r") as file:
+    def restore_backup(self):
+        super().restore_backup()
+        weights = self.backup_paths["weights"]
+        if self._is_local() and os.path.exists(weights):
+            with h5py.File(weights, "r") as file:
                 if _EPOCH in file.attrs:  # the weights' own epoch wins over the record
-                    self.model._initial_epoch = int(file.attrs[_EPOCH])
+                    set_initial_epoch(self.model, int(file.attrs[_EPOCH]))
 
 
 def _flush(path):

@@ -13,22 +13,20 @@ import os
 
 import h5py
 import keras
-import numpy as np
 import tensorflow as tf
-from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
-from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
+from keras_ecl import _data_checks
+from keras_ecl import _keras_compat as compat
 from keras_ecl import heads as heads_lib
 from keras_ecl import losses as losses_lib
 from keras_ecl import samplers as samplers_lib
-from keras_ecl.utils import is_number
+from keras_ecl.utils import PACKAGE, check_integer, check_one_of, check_unit_interval
 
-_PACKAGE = "keras_ecl"
+__all__ = ["Distiller", "MODES"]
+
 MODES = ("erm", "kd", "ecl")
 # Key prefix of the random seed states a Distiller adds to its saved weights.
 _SEED_STATE = "seed_state_"
-# Rows of each input checked eagerly by `fit` before training starts.
-_CHECK_ROWS = 64
 # Evaluation draws its synthetic inputs from this fixed seed, so `evaluate` is
 # repeatable and leaves the training stream of the sampler untouched.
 _EVALUATION_SEED = (2007, 51)
@@ -46,63 +44,8 @@ def _split(outputs, batch_size):
     return real, synthetic
 
 
-def _for_multi_worker_mean(logs):
-    """Scalar logs as shape-[1] tensors when several workers train.
-
-    Keras (3.15) averages the step logs of `MultiWorkerMirroredStrategy` with
-    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars every
-    `train_step` returns. A length-1 axis makes that reduce the mean over the
-    workers, a scalar again. Elsewhere the logs pass unchanged.
-    """
-    if not _collective_all_reduce_multi_worker(tf.distribute.get_strategy()):
-        return logs
-    return tf.nest.map_structure(
-        lambda value: tf.reshape(value, [1]) if value.shape.rank == 0 else value, logs
-    )
-
-
-def _output_shape(outputs):
-    """Shape of a raw output, or a list of shapes for a `(loc, raw_scale)` pair."""
-    if isinstance(outputs, (list, tuple)):
-        return [tuple(o.shape) for o in outputs]
-    return tuple(outputs.shape)
-
-
-def _input_shapes(model):
-    """Shapes of a functional/Sequential model's inputs, or None if it has none yet."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    return [tuple(t.shape) for t in inputs] if inputs else None
-
-
-def _same_inputs(a, b):
-    """Whether two lists of input shapes can take the same batch (Keras may add or
-    drop a trailing axis of 1, so shapes of different ranks are not compared)."""
-    if len(a) != len(b):
-        return False
-    return all(
-        len(sa) != len(sb) or tf.TensorShape(sa).is_compatible_with(sb)
-        for sa, sb in zip(a, b, strict=True)
-    )
-
-
-def _first_batch(dataset, argument):
-    """`(x, y, sample_weight)` of a dataset's first batch; raises if it has none."""
-    element = next(iter(dataset.take(1)), None)
-    if element is None:
-        raise ValueError(f"`{argument}` is an empty dataset: it yields no batch.")
-    return keras.utils.unpack_x_y_sample_weight(element)
-
-
-def _is_array(x):
-    """Whether `x` is one array or tensor (not a generator or PyDataset we cannot peek)."""
-    return isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__")
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class Distiller(keras.Model):
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Distiller(compat.LocalBatchBuild, keras.Model):
     """Trains a student to match a teacher's output distribution, on real and
     extracurricular inputs.
 
@@ -200,8 +143,7 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+        check_one_of("mode", mode, MODES)
         if not isinstance(student, keras.Model):
             raise ValueError(
                 f"`student` must be a keras.Model. Received: student={type(student).__name__}"
@@ -221,20 +163,8 @@ class Distiller(keras.Model):
             raise ValueError(
                 f"`teacher` must be a keras.Model. Received: teacher={type(teacher).__name__}"
             )
-        if (
-            not isinstance(samples_per_example, (int, np.integer))
-            or isinstance(samples_per_example, bool)
-            or samples_per_example < 0
-        ):
-            raise ValueError(
-                "`samples_per_example` must be an integer >= 0. "
-                f"Received: samples_per_example={samples_per_example!r}"
-            )
-        if not is_number(supervised_weight) or not 0.0 <= supervised_weight <= 1.0:
-            raise ValueError(
-                "`supervised_weight` must be a number in [0, 1]. "
-                f"Received: supervised_weight={supervised_weight!r}"
-            )
+        check_integer("samples_per_example", samples_per_example, 0)
+        check_unit_interval("supervised_weight", supervised_weight)
         if uncertainty_weighting not in (None,) + losses_lib.UNCERTAINTY_MEASURES:
             raise ValueError(
                 "`uncertainty_weighting` must be None or one of "
@@ -262,7 +192,7 @@ class Distiller(keras.Model):
             self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         if self.uses_extracurricular:
             self.extracurricular_loss_tracker = keras.metrics.Mean(name="extracurricular_loss")
-        self._check_models_symbolically()
+        _data_checks.check_models(self)
         # train_step never calls self(...): mark built so fit/saving see it.
         if student.built and (teacher is None or teacher.built):
             self.built = True
@@ -284,8 +214,12 @@ class Distiller(keras.Model):
 
     # Training and evaluation steps.
 
-    def _forward_inputs(self, x, training):
-        """Real inputs, followed in ECL by the synthetic ones drawn around them."""
+    def forward_inputs(self, x, training):
+        """Real inputs, followed in ECL by the synthetic ones drawn around them.
+
+        Training draws advance the sampler's seed; evaluation draws (`training=False`)
+        come from a fixed seed, so they repeat and leave the training stream alone.
+        """
         if not self.uses_extracurricular:
             return x
         seed = None if training else tf.constant(_EVALUATION_SEED, tf.int32)
@@ -318,8 +252,8 @@ class Distiller(keras.Model):
         terms = {}
         if self.uses_labels:
             supervised_loss = self.supervised_loss
-            if self._compile_loss is not None:
-                supervised_loss = self._compile_loss
+            if compat.compile_loss(self) is not None:
+                supervised_loss = compat.compile_loss(self)
             terms["student_loss"] = supervised_loss(y, real_outputs, sample_weight)
         loss = terms.get("student_loss")
         if self.uses_teacher:
@@ -341,25 +275,29 @@ class Distiller(keras.Model):
                 loss = loss + self.supervised_weight * terms["student_loss"]
         # The student's weight/activity regularizers, as Keras' compute_loss adds them.
         if self.student.losses:
-            loss = loss + scale_loss_for_distribution(tf.add_n(self.student.losses))
+            loss = loss + compat.scale_loss_for_distribution(tf.add_n(self.student.losses))
         return loss, terms
 
     def _update_trackers(self, terms, loss, batch_size):
         for name, value in [("loss", loss), *terms.items()]:
-            tracker = self._loss_tracker if name == "loss" else getattr(self, f"{name}_tracker")
-            tracker.update_state(unscale_loss_for_distribution(value), sample_weight=batch_size)
+            tracker = (
+                compat.loss_tracker(self) if name == "loss" else getattr(self, f"{name}_tracker")
+            )
+            tracker.update_state(
+                compat.unscale_loss_for_distribution(value), sample_weight=batch_size
+            )
 
     def _metrics_result(self, x, y, outputs, sample_weight, batch_size):
         """Compiled metrics on the head's point prediction for real inputs."""
         real_outputs, _ = _split(outputs, batch_size)
         y_pred = self.head.point_prediction(real_outputs)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        return _for_multi_worker_mean(logs)
+        return compat.for_multi_worker_mean(logs)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = _batch_size(x)
-        inputs = self._forward_inputs(x, training=True)
+        inputs = self.forward_inputs(x, training=True)
         # Outside the tape: the frozen teacher needs no gradient bookkeeping.
         teacher_outputs = self._teacher_outputs(inputs)
         with tf.GradientTape() as tape:
@@ -377,7 +315,7 @@ class Distiller(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = _batch_size(x)
-        inputs = self._forward_inputs(x, training=False)
+        inputs = self.forward_inputs(x, training=False)
         outputs = self.student(inputs, training=False)
         loss, terms = self._objective(
             y, sample_weight, outputs, self._teacher_outputs(inputs), batch_size
@@ -411,7 +349,7 @@ class Distiller(keras.Model):
         def apply():
             self.optimizer.apply(gradients, variables)
 
-        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        if compat.strategy_supports_no_merge_call():
             keras.ops.cond(finite, apply, lambda: None)
             return finite
 
@@ -444,9 +382,9 @@ class Distiller(keras.Model):
         # Only what the caller passed goes on, so Keras' defaults stay Keras'.
         params = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
         params.pop("self")
-        self.check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
+        self._check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
         if params.get("validation_data") is not None:
-            self.check_data(params["validation_data"], None, None, "validation_data")
+            self._check_data(params["validation_data"], None, None, "validation_data")
         params["callbacks"] = list(params.get("callbacks") or []) + [_NonFiniteLossGuard()]
         return super().fit(**params)
 
@@ -456,15 +394,12 @@ class Distiller(keras.Model):
         params.pop("self")
         extra = params.pop("kwargs", {})
         if not extra.get("_use_cached_eval_dataset"):  # fit's validation: checked once
-            self.check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
+            self._check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
         return super().evaluate(**params, **extra)
 
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`, after checking that `x` holds inputs (NaN allowed)."""
-        inputs = _first_batch(x, "x")[0] if isinstance(x, tf.data.Dataset) else x
-        if _is_array(inputs):
-            array = self._check_inputs(inputs, "x", finite=False)
-            self._check_input_shape(array.shape, "x", roles=("student",))
+        _data_checks.check_predict_inputs(self, x)
         return super().predict(x, *args, **kwargs)
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
@@ -477,226 +412,11 @@ class Distiller(keras.Model):
             )
         return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Builds from this worker's first local batch under a strategy.
-
-        Keras (3.15) reduces the whole first `(x, y)` batch with one
-        `strategy.reduce("MEAN", ...)`, which `MultiWorkerMirroredStrategy`
-        rejects ("Attempt to convert a value (PerReplica ..."), as in
-        keras-team/keras#20329. Building needs shapes and dtypes only, so the
-        first local replica's batch serves, with no collective at all.
-        """
-        strategy = self._distribute_strategy
-        if iterator is not None and strategy is not None:
-            for _, _, distributed in iterator:
-                batch = next(distributed)
-                break
-            else:
-                return  # no batch to build from; the train function will build
-            data_batch = tf.nest.map_structure(
-                lambda value: (
-                    strategy.experimental_local_results(value)[0]
-                    if isinstance(value, tf.distribute.DistributedValues)
-                    else value
-                ),
-                batch,
-            )
-            iterator = None
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def check_data(self, x, y=None, sample_weight=None, argument="x"):
-        """Checks data against the models, head and sampler; raises if unfit.
-
-        Args:
-            x: What `fit` takes as `x`: arrays, a `tf.data.Dataset` of `(x, y)`
-                or `(x, y, sample_weight)` batches, or a `(x, y)` tuple.
-            y: Labels when `x` is an array. Defaults to None.
-            sample_weight: Sample weights when `x` is an array. Defaults to None.
-            argument: Name of the argument, for error messages. Defaults to "x".
-
-        Raises:
-            ValueError: Empty data, missing or out-of-range labels, NaN/inf
-                inputs, or outputs that do not fit the head.
-            TypeError: Non-numeric inputs, or integer inputs to a mixing sampler.
-        """
-        if isinstance(x, tf.data.Dataset):
-            x, y, sample_weight = _first_batch(x, argument)
-        elif argument == "validation_data" and isinstance(x, (tuple, list)):
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(x))
-        if isinstance(x, (dict, list, tuple)):
-            if self.uses_extracurricular:
-                raise ValueError(
-                    "mode='ecl' draws extracurricular inputs from a single input "
-                    f"tensor; `{argument}` holds a {type(x).__name__} of inputs. "
-                    "Use one input tensor, or mode='kd'."
-                )
-            return  # Multi-input models: Keras checks the structure itself.
-        if not _is_array(x):
-            return  # Generators and PyDatasets cannot be peeked without consuming them.
-        x = self._check_inputs(x, argument)
-        if self.uses_labels and y is None:
-            raise ValueError(
-                f"supervised_weight={self.supervised_weight} (mode={self.mode!r}) needs "
-                f"labels, but `{argument}` has no `y`. Pass (x, y) data, or set "
-                "supervised_weight=0 to distil from the teacher alone."
-            )
-        if y is not None:
-            y = np.asarray(y)
-            if y.ndim == 0:
-                raise ValueError(
-                    f"Labels of `{argument}` must have a batch axis. Received: shape=()"
-                )
-        if y is not None and len(y) != len(x):
-            raise ValueError(
-                f"`{argument}` has {len(x)} inputs but {len(y)} labels: they must match."
-            )
-        if sample_weight is not None:
-            self._check_sample_weight(sample_weight, len(x), argument)
-        self._check_input_shape(x.shape, argument)
-        rows = tf.convert_to_tensor(x[:_CHECK_ROWS])
-        # The teacher first: a subclassed student is built by its first call and
-        # must not be built for inputs that the teacher then rejects.
-        if self.uses_teacher:
-            teacher_outputs = self.teacher(rows, training=False)
-            teacher_size = self.head.event_size(_output_shape(teacher_outputs), "teacher")
-            if not all(np.all(np.isfinite(o)) for o in tf.nest.flatten(teacher_outputs)):
-                raise ValueError(
-                    f"The teacher's outputs on the first rows of `{argument}` contain NaN "
-                    "or inf, so there is nothing to distil. Check the teacher's weights "
-                    "(did its training diverge?) and what it was trained on."
-                )
-        student_outputs = self.student(rows, training=False)
-        output_shape = _output_shape(student_outputs)
-        event_size = self.head.event_size(output_shape, "student")
-        if self.uses_teacher:
-            self._check_same_event_size(teacher_size, event_size)
-        if y is not None:
-            output_rank = len(output_shape[0] if isinstance(output_shape, list) else output_shape)
-            self._check_labels(y, event_size, output_rank, argument)
-        if self.uses_extracurricular:
-            seed = tf.constant(_EVALUATION_SEED, tf.int32)  # leaves the training stream alone
-            synthetic = self.sampler(rows, num_samples=self.samples_per_example, seed=seed)
-            if not np.all(np.isfinite(synthetic)):
-                raise ValueError(
-                    f"The sampler's draws around the first rows of `{argument}` contain NaN "
-                    "or inf. Check the sampler (e.g. the function of FromCallable)."
-                )
-        self.built = True
-
-    def _check_input_shape(self, shape, argument, roles=("student", "teacher")):
-        """Checks the per-example input shape against models with symbolic inputs."""
-        for role in roles:
-            model = self.student if role == "student" else self.teacher
-            if role == "teacher" and not self.uses_teacher:
-                continue
-            shapes = _input_shapes(model)  # None when subclassed: Keras checks the call
-            if not shapes or len(shapes) != 1:
-                continue
-            expected = shapes[0][1:]
-            if not tf.TensorShape(expected).is_compatible_with(tuple(shape)[1:]):
-                raise ValueError(
-                    f"`{argument}` does not fit the {role}, which takes inputs of shape "
-                    f"{(None, *expected)}. Received: shape={tuple(shape)}"
-                )
-
-    def _check_inputs(self, x, argument, finite=True):
-        array = np.asarray(x)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(
-                f"`{argument}` must hold numbers (int or float). Received: dtype={array.dtype}"
-            )
-        if array.ndim == 0:
-            raise ValueError(f"`{argument}` must have a batch axis. Received: shape=()")
-        if array.shape[0] == 0:
-            raise ValueError(f"`{argument}` is empty. Received: shape={array.shape}")
-        if finite and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            bad = int(np.sum(~np.isfinite(array)))
-            raise ValueError(
-                f"`{argument}` contains {bad} NaN or inf value(s); training on them "
-                "would poison the weights. Clean or impute the inputs first."
-            )
-        return array
-
-    @staticmethod
-    def _check_sample_weight(sample_weight, num_inputs, argument):
-        weights = np.asarray(sample_weight)
-        if weights.dtype.kind not in "biuf":
-            raise TypeError(
-                f"Sample weights of `{argument}` must be numbers. Received: dtype={weights.dtype}"
-            )
-        if weights.ndim == 0 or len(weights) != num_inputs:
-            raise ValueError(
-                f"`{argument}` has {num_inputs} inputs but sample weights of shape "
-                f"{weights.shape}: one weight per input."
-            )
-        if weights.dtype.kind == "f" and not np.all(np.isfinite(weights)):
-            raise ValueError(f"Sample weights of `{argument}` contain NaN or inf values.")
-
-    def _check_labels(self, y, event_size, output_rank, argument):
-        """Checks labels against outputs of rank `output_rank` (batch first).
-
-        Labels are class ids when they have one axis less than the outputs
-        (or a trailing axis of 1), else one-hot rows or regression targets.
-        """
-        if y.dtype.kind not in "biuf":
-            raise TypeError(f"Labels of `{argument}` must be numbers. Received: dtype={y.dtype}")
-        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-            raise ValueError(f"Labels of `{argument}` contain NaN or inf values.")
-        per_output = y.ndim == output_rank - 1
-        if not isinstance(self.head, heads_lib.Categorical):
-            size = 1 if per_output else y.shape[-1]
-            if size != event_size:
-                raise ValueError(
-                    f"Targets of `{argument}` must have {event_size} column(s), one per "
-                    f"regression output of the models. Received: shape={y.shape}"
-                )
-        elif per_output or (y.ndim == output_rank and y.shape[-1] == 1 and event_size > 1):
-            if y.size and (y.min() < 0 or y.max() >= event_size or np.any(y != np.round(y))):
-                raise ValueError(
-                    f"Labels of `{argument}` must be integer class ids in "
-                    f"[0, {event_size}) for models with {event_size} classes. "
-                    f"Received: labels in [{y.min()}, {y.max()}]"
-                )
-        elif y.shape[-1] != event_size:
-            raise ValueError(
-                f"One-hot labels of `{argument}` must have {event_size} columns, one per "
-                f"class. Received: shape={y.shape}"
-            )
-
-    def _check_same_event_size(self, teacher_size, student_size):
-        if teacher_size != student_size:
-            kind = "classes" if isinstance(self.head, heads_lib.Categorical) else "outputs"
-            raise ValueError(
-                f"Teacher and student must predict the same number of {kind} for "
-                f"{type(self.head).__name__}. Received: teacher={teacher_size}, "
-                f"student={student_size}"
-            )
-
-    def _check_models_symbolically(self):
-        """Checks the output layouts of functional/Sequential models at once."""
-
-        def event_size(model, role):
-            try:
-                outputs = model.outputs
-            except (AttributeError, ValueError):
-                return None  # Subclassed or unbuilt: `fit` checks it eagerly.
-            if not outputs:
-                return None
-            outputs = outputs if len(outputs) > 1 else outputs[0]
-            return self.head.event_size(_output_shape(outputs), role)
-
-        student_size = event_size(self.student, "student")
-        teacher_size = self.teacher is not None and event_size(self.teacher, "teacher")
-        if student_size and teacher_size:
-            self._check_same_event_size(teacher_size, student_size)
-        student_inputs = _input_shapes(self.student)
-        teacher_inputs = self.teacher is not None and _input_shapes(self.teacher)
-        if student_inputs and teacher_inputs and not _same_inputs(teacher_inputs, student_inputs):
-            raise ValueError(
-                "Teacher and student must take the same inputs: each step feeds both the "
-                f"same batch. Received: teacher inputs {teacher_inputs}, student inputs "
-                f"{student_inputs}"
-            )
+    def _check_data(self, x, y, sample_weight, argument):
+        _data_checks.check_data(self, x, y, sample_weight, argument)
+        # train_step never calls self(...): built once the checks have built the models.
+        if self.student.built and (self.teacher is None or self.teacher.built):
+            self.built = True
 
     # Serialization.
 
@@ -720,7 +440,7 @@ class Distiller(keras.Model):
         # Keras saves no `SeedGenerator` state: without it, a run resumed from
         # `BackupAndRestore` would draw other synthetic inputs and dropout masks.
         super().save_own_variables(store)
-        for i, state in enumerate(self._seed_states()):
+        for i, state in enumerate(self.seed_states()):
             store[f"{_SEED_STATE}{i}"] = state
 
     def load_own_variables(self, store):
@@ -728,7 +448,7 @@ class Distiller(keras.Model):
         super().load_own_variables({k: store[k] for k in store.keys() if k not in seed_keys})
         if not seed_keys:  # saved before seed states were: keep the current ones
             return
-        states = self._seed_states()
+        states = self.seed_states()
         if len(seed_keys) != len(states):
             raise ValueError(
                 f"The weights file holds {len(seed_keys)} random seed states, but this "
@@ -738,13 +458,9 @@ class Distiller(keras.Model):
         for i, state in enumerate(states):
             state.assign(store[f"{_SEED_STATE}{i}"])
 
-    def _seed_states(self):
+    def seed_states(self):
         """The state variables of every `SeedGenerator` in the Distiller, in a fixed order."""
-        states = {}
-        for layer in self._flatten_layers(include_self=True, recursive=True):
-            for generator in layer._seed_generators:
-                states.setdefault(id(generator.state), generator.state)
-        return list(states.values())
+        return [generator.state for generator in compat.seed_generators(self)]
 
     @classmethod
     def from_config(cls, config):

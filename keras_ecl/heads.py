@@ -8,14 +8,16 @@ right number of output units.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_ecl.utils import as_numeric_tensor, check_positive, resolve
+from keras_ecl.registry import Registry
+from keras_ecl.utils import PACKAGE, as_numeric_tensor, check_integer, check_positive
+
+__all__ = ["Categorical", "Head", "HeadLayer", "Laplace", "Normal", "get", "register"]
 
 tfd = tfp.distributions
-
-_PACKAGE = "keras_ecl"
 
 
 class Head:
@@ -23,10 +25,17 @@ class Head:
 
     Subclasses define `distribution(outputs)`, `negative_log_likelihood`,
     `serving_outputs` and the number of output units per predicted value
-    (`units_per_output`). Heads are stateless and serializable.
+    (`units_per_output`). A head also carries the rules of its outputs, so that
+    nothing else switches on head types: `event_size` checks an output shape,
+    `check_targets` checks labels eagerly, `initial_bias` starts a `HeadLayer`,
+    and `event_name` says what a predicted value is in messages. Heads are
+    stateless and serializable; `@keras_ecl.heads.register("name")` makes a new
+    one resolvable by `get("name")` (see CONTRIBUTING.md).
     """
 
     units_per_output = 1
+    # What one predicted value is called in messages: a class, or a regression output.
+    event_name = "outputs"
 
     def distribution(self, outputs, argument="outputs"):
         """Returns the `tfd.Distribution` (float32) that `outputs` encode.
@@ -119,6 +128,32 @@ class Head:
             )
         return last // self.units_per_output
 
+    def check_targets(self, y, event_size, output_rank, argument):
+        """Checks a NumPy array of labels or targets eagerly, before training.
+
+        Called on the labels `fit` and `evaluate` receive (after the generic
+        checks: numbers, no NaN). A head overrides it with its own rules (class
+        ids or one-hot rows, regression targets); the base class checks nothing,
+        leaving mistakes to fail inside the graph.
+
+        Args:
+            y: The labels, a NumPy array with a batch axis.
+            event_size: The models' number of predicted values.
+            output_rank: Rank of the models' raw output, batch axis included.
+            argument: The argument that holds `y`, for error messages.
+
+        Raises:
+            ValueError: If `y` does not fit the models' outputs.
+        """
+
+    def initial_bias(self, event_size, initial_scale):
+        """Starting bias of the `HeadLayer` producing this head's outputs, or None.
+
+        None keeps Keras' default (zeros). Location-scale heads start their
+        raw scale at `initial_scale`.
+        """
+        return None
+
     def _layout_hint(self):
         return "num_classes"
 
@@ -138,7 +173,12 @@ class Head:
         return f"{type(self).__name__}({args})"
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+# Heads by short name: what `get()` resolves, Keras deserializes and the tests cover.
+HEADS = Registry("head", Head)
+register = HEADS.register
+
+
+@HEADS.register("categorical")
 class Categorical(Head):
     """Class probabilities from logits: `tfd.Categorical(logits / temperature)`.
 
@@ -158,6 +198,8 @@ class Categorical(Head):
     dist.probs_parameter()  # softened class probabilities
     ```
     """
+
+    event_name = "classes"
 
     def __init__(self, temperature=1.0):
         check_positive("temperature", temperature)
@@ -211,6 +253,24 @@ class Categorical(Head):
                 )
         y = tf.cast(y, tf.int32)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+
+    def check_targets(self, y, event_size, output_rank, argument):
+        """Class ids (one axis less than the outputs, or a trailing axis of 1) or one-hot rows."""
+        class_ids = y.ndim == output_rank - 1 or (
+            y.ndim == output_rank and y.shape[-1] == 1 and event_size > 1
+        )
+        if class_ids:
+            if y.size and (y.min() < 0 or y.max() >= event_size or np.any(y != np.round(y))):
+                raise ValueError(
+                    f"Labels of `{argument}` must be integer class ids in "
+                    f"[0, {event_size}) for models with {event_size} classes. "
+                    f"Received: labels in [{y.min()}, {y.max()}]"
+                )
+        elif y.shape[-1] != event_size:
+            raise ValueError(
+                f"One-hot labels of `{argument}` must have {event_size} columns, one per "
+                f"class. Received: shape={y.shape}"
+            )
 
     def uncertainty(self, outputs, measure="entropy"):
         if measure == "variance":
@@ -287,6 +347,23 @@ class _LocationScale(Head):
         loc, scale = self.split(outputs)
         return {"loc": loc, "scale": scale}
 
+    def check_targets(self, y, event_size, output_rank, argument):
+        """One target per regression output: a column each, or no axis for one output."""
+        size = 1 if y.ndim == output_rank - 1 else y.shape[-1]
+        if size != event_size:
+            raise ValueError(
+                f"Targets of `{argument}` must have {event_size} column(s), one per "
+                f"regression output of the models. Received: shape={y.shape}"
+            )
+
+    def initial_bias(self, event_size, initial_scale):
+        """Zero `loc`, and a raw scale that `split` turns into `initial_scale`."""
+        raw = max(initial_scale - self.min_scale, 1e-6)
+        inverse_softplus = float(tfp.math.softplus_inverse(raw))
+        return np.concatenate(
+            [np.zeros(event_size, "float32"), np.full(event_size, inverse_softplus, "float32")]
+        )
+
     def point_prediction(self, outputs):
         return self._raw_parameters(outputs)[0]
 
@@ -318,7 +395,7 @@ class _LocationScale(Head):
         return {"min_scale": self.min_scale}
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@HEADS.register("normal")
 class Normal(_LocationScale):
     """Independent `tfd.Normal(loc, scale)` per regression output.
 
@@ -342,7 +419,7 @@ class Normal(_LocationScale):
     _distribution_class = tfd.Normal
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@HEADS.register("laplace")
 class Laplace(_LocationScale):
     """Independent `tfd.Laplace(loc, scale)` per regression output.
 
@@ -382,11 +459,10 @@ def get(identifier):
     keras_ecl.heads.get("normal")  # a Normal head with default min_scale
     ```
     """
-    names = {"categorical": Categorical, "normal": Normal, "laplace": Laplace}
-    return resolve(identifier, Head, names, "head")
+    return HEADS.get(identifier)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class HeadLayer(keras.layers.Layer):
     """Dense layer that maps backbone features to a head's raw parameters.
 
@@ -413,13 +489,10 @@ class HeadLayer(keras.layers.Layer):
 
     def __init__(self, head, event_size, initial_scale=1.0, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(event_size, int) or isinstance(event_size, bool) or event_size < 1:
-            raise ValueError(
-                f"`event_size` must be an integer >= 1. Received: event_size={event_size!r}"
-            )
+        check_integer("event_size", event_size, 1)
         check_positive("initial_scale", initial_scale)
         self.head = get(head)
-        self.event_size = event_size
+        self.event_size = int(event_size)
         self.initial_scale = float(initial_scale)
         # Pass `trainable` on: a frozen, deserialized head must stay frozen.
         self.dense = keras.layers.Dense(
@@ -431,15 +504,8 @@ class HeadLayer(keras.layers.Layer):
 
     def build(self, input_shape):
         self.dense.build(input_shape)
-        if isinstance(self.head, _LocationScale):
-            raw = max(self.initial_scale - self.head.min_scale, 1e-6)
-            inverse_softplus = float(tfp.math.softplus_inverse(raw))
-            bias = keras.ops.concatenate(
-                [
-                    keras.ops.zeros((self.event_size,)),
-                    keras.ops.full((self.event_size,), inverse_softplus),
-                ]
-            )
+        bias = self.head.initial_bias(self.event_size, self.initial_scale)
+        if bias is not None:
             self.dense.bias.assign(bias)
 
     def call(self, inputs):

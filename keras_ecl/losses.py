@@ -10,9 +10,15 @@ import keras
 import tensorflow as tf
 
 from keras_ecl import heads as heads_lib
-from keras_ecl.utils import as_numeric_tensor
+from keras_ecl.utils import PACKAGE, as_numeric_tensor
 
-_PACKAGE = "keras_ecl"
+__all__ = [
+    "UNCERTAINTY_MEASURES",
+    "DistributionKL",
+    "NegativeLogLikelihood",
+    "uncertainty_weights",
+]
+
 UNCERTAINTY_MEASURES = ("entropy", "variance")
 
 
@@ -42,7 +48,7 @@ class _HeadLoss(keras.losses.Loss):
         return cls(**config)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class DistributionKL(_HeadLoss):
     """KL(teacher ‖ student) between the distributions two outputs encode.
 
@@ -73,7 +79,7 @@ class DistributionKL(_HeadLoss):
         return self.head.kl_divergence(y_true, y_pred)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class NegativeLogLikelihood(_HeadLoss):
     """-log p(y) under the head's distribution of the model output.
 

@@ -15,15 +15,25 @@ and the output has the input's trailing shape and dtype.
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_ecl.utils import check_positive, resolve, to_tensor
+from keras_ecl.registry import Registry
+from keras_ecl.utils import check_integer, check_positive, check_seed, to_tensor
+
+__all__ = [
+    "CutMix",
+    "FromCallable",
+    "GaussianNoise",
+    "Identity",
+    "MixUp",
+    "OneOf",
+    "Sampler",
+    "get",
+    "register",
+]
 
 tfd = tfp.distributions
-
-_PACKAGE = "keras_ecl"
 
 
 def _tile(x, num_samples):
@@ -55,9 +65,7 @@ class Sampler(keras.layers.Layer):
     requires_float = True
 
     def __init__(self, seed=None, **kwargs):
-        # Keras takes a bool for an int here and then fails deep in TensorFlow.
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+        check_seed(seed)
         seed = None if seed is None else int(seed)
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
@@ -65,10 +73,7 @@ class Sampler(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, num_samples=1, seed=None):
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(
-                f"`num_samples` must be an integer >= 1. Received: num_samples={num_samples!r}"
-            )
+        check_integer("num_samples", num_samples, 1)
         x = to_tensor(
             inputs,
             f"Sampler {self.name!r} takes a tensor or array. Received: {type(inputs).__name__}",
@@ -127,6 +132,11 @@ class Sampler(keras.layers.Layer):
         return config
 
 
+# Samplers by short name: what `get()` resolves, Keras deserializes and the tests cover.
+SAMPLERS = Registry("sampler", Sampler)
+register = SAMPLERS.register
+
+
 def _check_seed(seed):
     """Returns a call's `seed` as a tensor after checking it is two integers (static)."""
     seed = to_tensor(seed, f"`seed` must be two integers, shape (2,). Received: seed={seed!r}")
@@ -147,7 +157,7 @@ def _partners(batch_size, total, seed):
     return (anchors + offsets) % batch_size
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@SAMPLERS.register("mixup")
 class MixUp(Sampler):
     """Convex combinations of pairs of inputs: `lam * x_i + (1 - lam) * x_j`.
 
@@ -194,7 +204,7 @@ class MixUp(Sampler):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@SAMPLERS.register("cutmix")
 class CutMix(Sampler):
     """Pastes a box of another input into each input.
 
@@ -263,7 +273,7 @@ class CutMix(Sampler):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@SAMPLERS.register("gaussian_noise")
 class GaussianNoise(Sampler):
     """Gaussian kernel density estimate around the batch: `x_i + scale * eps`.
 
@@ -301,7 +311,7 @@ class GaussianNoise(Sampler):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@SAMPLERS.register("identity")
 class Identity(Sampler):
     """Returns the real batch unchanged, repeated `num_samples` times.
 
@@ -321,7 +331,7 @@ class Identity(Sampler):
         return _tile(x, num_samples)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@SAMPLERS.register(example=lambda: OneOf([MixUp(), GaussianNoise(scale=0.3)]))
 class OneOf(Sampler):
     """A mixture of samplers: each synthetic input comes from one of them.
 
@@ -407,7 +417,7 @@ class OneOf(Sampler):
         return cls(**config)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@SAMPLERS.register(example=lambda: FromCallable(keras.layers.GaussianNoise(0.1)))
 class FromCallable(Sampler):
     """Wraps a Keras layer, model or function as a sampler.
 
@@ -482,10 +492,4 @@ def get(identifier):
     keras_ecl.samplers.get("cutmix")  # CutMix(alpha=1.0)
     ```
     """
-    names = {
-        "mixup": MixUp,
-        "cutmix": CutMix,
-        "gaussian_noise": GaussianNoise,
-        "identity": Identity,
-    }
-    return resolve(identifier, Sampler, names, "sampler")
+    return SAMPLERS.get(identifier)

@@ -1,15 +1,41 @@
-"""Argument checks and name resolution shared by heads, losses, samplers and the distiller."""
+"""Argument checks shared by heads, losses, samplers and the distiller: one function per rule.
+
+Every check raises the error Keras' own layers raise for the same mistake,
+naming the argument, what it expects and what it received, so messages read
+alike across the library (the README's bad-input table quotes them).
+"""
 
 import math
 import numbers
 
-import keras
+import numpy as np
 import tensorflow as tf
+
+__all__ = [
+    "PACKAGE",
+    "as_numeric_tensor",
+    "check_integer",
+    "check_one_of",
+    "check_positive",
+    "check_seed",
+    "check_unit_interval",
+    "is_integer",
+    "is_number",
+    "to_tensor",
+]
+
+# The package name under which every serializable class is registered with Keras.
+PACKAGE = "keras_ecl"
 
 
 def is_number(value):
     """True for real numbers, NumPy scalars included, but not for bools."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_integer(value):
+    """True for Python and NumPy integers, but not for bools."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def check_positive(name, value):
@@ -18,29 +44,31 @@ def check_positive(name, value):
         raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
 
 
-def resolve(identifier, base, names, argument):
-    """Returns a `base` instance from an instance, a name or a serialized dict.
+def check_integer(name, value, minimum):
+    """Raises a ValueError naming `name` unless `value` is an integer >= `minimum`."""
+    if not is_integer(value) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
 
-    Args:
-        identifier: An instance of `base`, a key of `names` (any case), or a
-            dict from `keras.saving.serialize_keras_object`.
-        base: The class the result must be an instance of.
-        names: Dict of short names to classes built with default arguments.
-        argument: The user-facing argument name, for the error message.
 
-    Raises:
-        ValueError: If `identifier` is none of these.
+def check_unit_interval(name, value):
+    """Raises a ValueError naming `name` unless `value` is a number in [0, 1]."""
+    if not is_number(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
+
+
+def check_one_of(name, value, options):
+    """Raises a ValueError naming `name` unless `value` is one of `options` (a tuple)."""
+    if value not in options:
+        raise ValueError(f"`{name}` must be one of {options}. Received: {name}={value!r}")
+
+
+def check_seed(seed):
+    """Raises a ValueError unless `seed` is an integer or None.
+
+    Keras' `SeedGenerator` takes a bool for an int and then fails deep in TensorFlow.
     """
-    if isinstance(identifier, base):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str) and identifier.lower() in names:
-        return names[identifier.lower()]()
-    raise ValueError(
-        f"`{argument}` must be a keras_ecl.{base.__module__.split('.')[-1]}.{base.__name__} "
-        f"or one of {sorted(names)}. Received: {argument}={identifier!r}"
-    )
+    if seed is not None and not is_integer(seed):
+        raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
 
 
 def as_numeric_tensor(value, argument):

@@ -45,7 +45,7 @@ def data():
 
 
 def seed_states(distiller):
-    return [state.numpy() for state in distiller._seed_states()]
+    return [state.numpy() for state in distiller.seed_states()]
 
 
 def test_saved_weights_carry_the_sampler_and_dropout_seed_states(tmp_path):

@@ -1,0 +1,239 @@
+"""Eager checks of models and data against a `Distiller`, run before anything is traced.
+
+Keras reports most mistakes from inside a traced graph, if at all (see the
+README's "Bad input" table); these checks look at the models' symbolic shapes
+at construction and at the first batch before `fit`, `evaluate` and `predict`,
+and raise an error naming the argument. The rules that depend on the head
+(output layout, labels) are the head's own methods.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Rows of each input checked eagerly by `fit` before training starts.
+CHECK_ROWS = 64
+
+
+def check_models(distiller):
+    """Checks the output and input layouts of functional/Sequential models at construction."""
+    head, student, teacher = distiller.head, distiller.student, distiller.teacher
+
+    def event_size(model, role):
+        try:
+            outputs = model.outputs
+        except (AttributeError, ValueError):
+            return None  # Subclassed or unbuilt: `fit` checks it eagerly.
+        if not outputs:
+            return None
+        outputs = outputs if len(outputs) > 1 else outputs[0]
+        return head.event_size(output_shape(outputs), role)
+
+    student_size = event_size(student, "student")
+    teacher_size = teacher is not None and event_size(teacher, "teacher")
+    if student_size and teacher_size:
+        check_same_event_size(head, teacher_size, student_size)
+    student_inputs = input_shapes(student)
+    teacher_inputs = teacher is not None and input_shapes(teacher)
+    if student_inputs and teacher_inputs and not _same_inputs(teacher_inputs, student_inputs):
+        raise ValueError(
+            "Teacher and student must take the same inputs: each step feeds both the "
+            f"same batch. Received: teacher inputs {teacher_inputs}, student inputs "
+            f"{student_inputs}"
+        )
+
+
+def check_data(distiller, x, y=None, sample_weight=None, argument="x"):
+    """Checks data for `fit`/`evaluate` against the models, head and sampler.
+
+    Args:
+        distiller: The `keras_ecl.Distiller` about to train or evaluate.
+        x: What `fit` takes as `x`: arrays, a `tf.data.Dataset` of `(x, y)`
+            or `(x, y, sample_weight)` batches, or a `(x, y)` tuple.
+        y: Labels when `x` is an array. Defaults to None.
+        sample_weight: Sample weights when `x` is an array. Defaults to None.
+        argument: Name of the argument, for error messages. Defaults to "x".
+
+    Raises:
+        ValueError: Empty data, missing or out-of-range labels, NaN/inf
+            inputs, or outputs that do not fit the head.
+        TypeError: Non-numeric inputs, or integer inputs to a mixing sampler.
+    """
+    if isinstance(x, tf.data.Dataset):
+        x, y, sample_weight = first_batch(x, argument)
+    elif argument == "validation_data" and isinstance(x, (tuple, list)):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(x))
+    if isinstance(x, (dict, list, tuple)):
+        if distiller.uses_extracurricular:
+            raise ValueError(
+                "mode='ecl' draws extracurricular inputs from a single input "
+                f"tensor; `{argument}` holds a {type(x).__name__} of inputs. "
+                "Use one input tensor, or mode='kd'."
+            )
+        return  # Multi-input models: Keras checks the structure itself.
+    if not is_array(x):
+        return  # Generators and PyDatasets cannot be peeked without consuming them.
+    x = check_inputs(x, argument)
+    if distiller.uses_labels and y is None:
+        raise ValueError(
+            f"supervised_weight={distiller.supervised_weight} (mode={distiller.mode!r}) needs "
+            f"labels, but `{argument}` has no `y`. Pass (x, y) data, or set "
+            "supervised_weight=0 to distil from the teacher alone."
+        )
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim == 0:
+            raise ValueError(f"Labels of `{argument}` must have a batch axis. Received: shape=()")
+        if len(y) != len(x):
+            raise ValueError(
+                f"`{argument}` has {len(x)} inputs but {len(y)} labels: they must match."
+            )
+    if sample_weight is not None:
+        _check_sample_weight(sample_weight, len(x), argument)
+    check_input_shape(distiller, x.shape, argument)
+    rows = tf.convert_to_tensor(x[:CHECK_ROWS])
+    # The teacher first: a subclassed student is built by its first call and
+    # must not be built for inputs that the teacher then rejects.
+    head = distiller.head
+    if distiller.uses_teacher:
+        teacher_outputs = distiller.teacher(rows, training=False)
+        teacher_size = head.event_size(output_shape(teacher_outputs), "teacher")
+        if not all(np.all(np.isfinite(o)) for o in tf.nest.flatten(teacher_outputs)):
+            raise ValueError(
+                f"The teacher's outputs on the first rows of `{argument}` contain NaN "
+                "or inf, so there is nothing to distil. Check the teacher's weights "
+                "(did its training diverge?) and what it was trained on."
+            )
+    student_outputs = distiller.student(rows, training=False)
+    shape = output_shape(student_outputs)
+    event_size = head.event_size(shape, "student")
+    if distiller.uses_teacher:
+        check_same_event_size(head, teacher_size, event_size)
+    if y is not None:
+        output_rank = len(shape[0] if isinstance(shape, list) else shape)
+        _check_labels(head, y, event_size, output_rank, argument)
+    if distiller.uses_extracurricular:
+        inputs = distiller.forward_inputs(rows, training=False)  # leaves the training draws alone
+        if not np.all(np.isfinite(inputs)):
+            raise ValueError(
+                f"The sampler's draws around the first rows of `{argument}` contain NaN "
+                "or inf. Check the sampler (e.g. the function of FromCallable)."
+            )
+
+
+def check_predict_inputs(distiller, x):
+    """Checks that `x` for `predict` holds inputs that fit the student (NaN allowed)."""
+    inputs = first_batch(x, "x")[0] if isinstance(x, tf.data.Dataset) else x
+    if is_array(inputs):
+        array = check_inputs(inputs, "x", finite=False)
+        check_input_shape(distiller, array.shape, "x", roles=("student",))
+
+
+def check_inputs(x, argument, finite=True):
+    """`x` as a NumPy array of numbers with a non-empty batch axis (and finite)."""
+    array = np.asarray(x)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"`{argument}` must hold numbers (int or float). Received: dtype={array.dtype}"
+        )
+    if array.ndim == 0:
+        raise ValueError(f"`{argument}` must have a batch axis. Received: shape=()")
+    if array.shape[0] == 0:
+        raise ValueError(f"`{argument}` is empty. Received: shape={array.shape}")
+    if finite and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = int(np.sum(~np.isfinite(array)))
+        raise ValueError(
+            f"`{argument}` contains {bad} NaN or inf value(s); training on them "
+            "would poison the weights. Clean or impute the inputs first."
+        )
+    return array
+
+
+def check_input_shape(distiller, shape, argument, roles=("student", "teacher")):
+    """Checks the per-example input shape against models with symbolic inputs."""
+    for role in roles:
+        if role == "teacher" and not distiller.uses_teacher:
+            continue
+        shapes = input_shapes(getattr(distiller, role))  # None when subclassed: Keras checks
+        if not shapes or len(shapes) != 1:
+            continue
+        expected = shapes[0][1:]
+        if not tf.TensorShape(expected).is_compatible_with(tuple(shape)[1:]):
+            raise ValueError(
+                f"`{argument}` does not fit the {role}, which takes inputs of shape "
+                f"{(None, *expected)}. Received: shape={tuple(shape)}"
+            )
+
+
+def check_same_event_size(head, teacher_size, student_size):
+    """Raises unless teacher and student predict as many values (classes, outputs)."""
+    if teacher_size != student_size:
+        raise ValueError(
+            f"Teacher and student must predict the same number of {head.event_name} for "
+            f"{type(head).__name__}. Received: teacher={teacher_size}, "
+            f"student={student_size}"
+        )
+
+
+def _check_sample_weight(sample_weight, num_inputs, argument):
+    weights = np.asarray(sample_weight)
+    if weights.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Sample weights of `{argument}` must be numbers. Received: dtype={weights.dtype}"
+        )
+    if weights.ndim == 0 or len(weights) != num_inputs:
+        raise ValueError(
+            f"`{argument}` has {num_inputs} inputs but sample weights of shape "
+            f"{weights.shape}: one weight per input."
+        )
+    if weights.dtype.kind == "f" and not np.all(np.isfinite(weights)):
+        raise ValueError(f"Sample weights of `{argument}` contain NaN or inf values.")
+
+
+def _check_labels(head, y, event_size, output_rank, argument):
+    """Numbers without NaN, then the head's own rules (`Head.check_targets`)."""
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"Labels of `{argument}` must be numbers. Received: dtype={y.dtype}")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError(f"Labels of `{argument}` contain NaN or inf values.")
+    head.check_targets(y, event_size, output_rank, argument)
+
+
+def output_shape(outputs):
+    """Shape of a raw output, or a list of shapes for a `(loc, raw_scale)` pair."""
+    if isinstance(outputs, (list, tuple)):
+        return [tuple(o.shape) for o in outputs]
+    return tuple(outputs.shape)
+
+
+def input_shapes(model):
+    """Shapes of a functional/Sequential model's inputs, or None if it has none yet."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return [tuple(t.shape) for t in inputs] if inputs else None
+
+
+def _same_inputs(a, b):
+    """Whether two lists of input shapes can take the same batch (Keras may add or
+    drop a trailing axis of 1, so shapes of different ranks are not compared)."""
+    if len(a) != len(b):
+        return False
+    return all(
+        len(sa) != len(sb) or tf.TensorShape(sa).is_compatible_with(sb)
+        for sa, sb in zip(a, b, strict=True)
+    )
+
+
+def first_batch(dataset, argument):
+    """`(x, y, sample_weight)` of a dataset's first batch; raises if it has none."""
+    element = next(iter(dataset.take(1)), None)
+    if element is None:
+        raise ValueError(f"`{argument}` is an empty dataset: it yields no batch.")
+    return keras.utils.unpack_x_y_sample_weight(element)
+
+
+def is_array(x):
+    """Whether `x` is one array or tensor (not a generator or PyDataset we cannot peek)."""
+    return isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__")
