@@ -1,9 +1,10 @@
-"""Shared test set-up: quiet TensorFlow, two logical CPUs, a fixed seed per test."""
+"""Shared test set-up: quiet TensorFlow, two logical CPUs, a seed per test, hypothesis profiles."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import hypothesis  # noqa: E402
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -17,6 +18,21 @@ try:
     )
 except RuntimeError:
     pass
+
+# Property-based tests: derandomized and without a database, so a run repeats.
+# `make test` uses "full"; `make test-fast` sets HYPOTHESIS_PROFILE=fast.
+hypothesis.settings.register_profile(
+    "full",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+hypothesis.settings.register_profile(
+    "fast", hypothesis.settings.get_profile("full"), max_examples=8
+)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
 
 
 @pytest.fixture(autouse=True)

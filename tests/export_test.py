@@ -10,18 +10,12 @@ import tensorflow as tf
 import keras_ecl
 from keras_ecl import heads
 from keras_ecl.export import tflite_predict
+from tests import testing
 
 NUM_FEATURES = 6
 
 
-def mlp(units, outputs):
-    return keras.Sequential(
-        [
-            keras.Input((NUM_FEATURES,)),
-            keras.layers.Dense(units, activation="relu"),
-            keras.layers.Dense(outputs),
-        ]
-    )
+mlp = testing.mlp
 
 
 def make_x(n=64, seed=0):
@@ -47,7 +41,7 @@ def served(path, x):
 
 
 def test_saved_model_returns_logits_and_probabilities(tmp_path):
-    student = mlp(8, 3)
+    student = mlp(3, units=8)
     x = make_x()
     path = keras_ecl.export_student(student, str(tmp_path / "student"))
     outputs = served(path, x)
@@ -58,9 +52,9 @@ def test_saved_model_returns_logits_and_probabilities(tmp_path):
 
 @pytest.mark.parametrize("head", [heads.Normal(min_scale=0.01), heads.Laplace()])
 def test_saved_model_of_a_location_scale_head_returns_loc_and_scale(tmp_path, head):
-    student = mlp(8, 4)  # two regression outputs: [loc, raw_scale]
+    student = mlp(4, units=8)  # two regression outputs: [loc, raw_scale]
     x = make_x()
-    distiller = keras_ecl.Distiller(student, mlp(16, 4), head=head, mode="kd")
+    distiller = keras_ecl.Distiller(student, mlp(4, units=16), head=head, mode="kd")
     outputs = served(keras_ecl.export_student(distiller, str(tmp_path / "s")), x)
     raw = student.predict(x, verbose=0)
     assert set(outputs) == {"loc", "scale"}
@@ -71,8 +65,8 @@ def test_saved_model_of_a_location_scale_head_returns_loc_and_scale(tmp_path, he
 
 
 def test_distiller_export_holds_the_student_only(tmp_path):
-    teacher = mlp(512, 3)  # far more weights than the student
-    student = mlp(8, 3)
+    teacher = mlp(3, units=512)  # far more weights than the student
+    student = mlp(3, units=8)
     distiller = keras_ecl.Distiller(student, teacher, mode="kd")
     path = keras_ecl.export_student(distiller, str(tmp_path / "s.tflite"), format="tflite")
     teacher_bytes = 4 * teacher.count_params()
@@ -94,7 +88,7 @@ QUANTIZATIONS = {
 @pytest.mark.parametrize("quantization", sorted(QUANTIZATIONS))
 def test_quantized_tflite_is_smaller_and_close(tmp_path, quantization):
     # Big enough that weights, not the file's fixed overhead, set the size.
-    student = mlp(2048, 3)
+    student = mlp(3, units=2048)
     x = make_x(200)
     float_path = keras_ecl.export_student(student, str(tmp_path / "f.tflite"), format="tflite")
     path = keras_ecl.export_student(
@@ -112,7 +106,7 @@ def test_quantized_tflite_is_smaller_and_close(tmp_path, quantization):
 
 
 def test_int8_calibrates_on_a_dataset_of_batches(tmp_path):
-    student = mlp(16, 3)
+    student = mlp(3, units=16)
     x = make_x(96)
     dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(96, "int32"))).batch(32)
     path = keras_ecl.export_student(
@@ -127,8 +121,8 @@ def test_int8_calibrates_on_a_dataset_of_batches(tmp_path):
 
 def test_export_replaces_a_stale_saved_model(tmp_path):
     path = str(tmp_path / "s")
-    keras_ecl.export_student(mlp(8, 3), path)
-    student = mlp(8, 3)
+    keras_ecl.export_student(mlp(3, units=8), path)
+    student = mlp(3, units=8)
     keras_ecl.export_student(student, path)
     x = make_x()
     np.testing.assert_allclose(served(path, x)["logits"], student.predict(x, verbose=0), atol=1e-5)
@@ -169,7 +163,7 @@ def test_subclassed_student_needs_and_uses_an_input_signature(tmp_path):
 def test_bad_arguments(tmp_path, kwargs, message):
     path = str(tmp_path / "out")
     with pytest.raises(ValueError, match=message):
-        keras_ecl.export_student(mlp(8, 3), path, **kwargs)
+        keras_ecl.export_student(mlp(3, units=8), path, **kwargs)
     assert not os.path.exists(path)
 
 
@@ -180,7 +174,7 @@ def test_unbuilt_student_is_refused(tmp_path):
 
 
 def test_nan_weights_are_not_exported(tmp_path):
-    student = mlp(8, 3)
+    student = mlp(3, units=8)
     weights = student.get_weights()
     weights[0][0, 0] = np.nan
     student.set_weights(weights)
@@ -198,7 +192,7 @@ def test_not_a_model_is_refused(tmp_path):
 def test_representative_data_of_the_wrong_shape(tmp_path):
     with pytest.raises(ValueError, match=r"shape \(rows, 6\)\. Received: shape=\(10, 5\)"):
         keras_ecl.export_student(
-            mlp(8, 3),
+            mlp(3, units=8),
             str(tmp_path / "q.tflite"),
             format="tflite",
             quantization="int8",
@@ -208,7 +202,7 @@ def test_representative_data_of_the_wrong_shape(tmp_path):
 
 def test_default_paths_are_under_saved_models(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    student = mlp(8, 3)
+    student = mlp(3, units=8)
     student.name = "tiny_student"
     x = make_x()
     saved = keras_ecl.export_student(student)

@@ -9,16 +9,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from reference import ATOL, RTOL
-from reference import categorical_kl as _categorical_kl
-from reference import laplace_kl as _laplace_kl
-from reference import log_softmax as _log_softmax
-from reference import normal_kl as _normal_kl
-from reference import softplus as _softplus
-from reference import split as _split
 from scipy import stats
 
 from keras_ecl import heads
+from tests.reference import ATOL, RTOL
+from tests.reference import categorical_kl as _categorical_kl
+from tests.reference import laplace_kl as _laplace_kl
+from tests.reference import log_softmax as _log_softmax
+from tests.reference import normal_kl as _normal_kl
+from tests.reference import softplus as _softplus
+from tests.reference import split as _split
 
 # Hand computations (float64).
 
@@ -583,3 +583,47 @@ def test_head_layer_rejects_bad_initial_scale():
 def test_head_layer_rejects_bad_head():
     with pytest.raises(ValueError, match="head="):
         heads.HeadLayer("poisson", event_size=1)
+
+
+# Rules a head carries for the Distiller's eager checks and for HeadLayer.
+
+
+def test_categorical_targets_are_class_ids_or_one_hot_rows():
+    head = heads.Categorical()
+    head.check_targets(np.array([0, 2, 1]), 3, 2, "y")
+    head.check_targets(np.array([[0], [2]]), 3, 2, "y")
+    head.check_targets(np.eye(3)[[0, 2]], 3, 2, "y")
+    with pytest.raises(ValueError, match=r"integer class ids in \[0, 3\).*labels in \[0, 3\]"):
+        head.check_targets(np.array([0, 3]), 3, 2, "y")
+    with pytest.raises(ValueError, match="integer class ids"):
+        head.check_targets(np.array([0.5, 1.0]), 3, 2, "y")
+    with pytest.raises(ValueError, match="One-hot labels of `y` must have 3 columns"):
+        head.check_targets(np.eye(4), 3, 2, "y")
+
+
+def test_location_scale_targets_have_a_column_per_output():
+    head = heads.Normal()
+    head.check_targets(np.zeros(5), 1, 2, "y")  # one output, no column axis
+    head.check_targets(np.zeros((5, 2)), 2, 2, "y")
+    with pytest.raises(ValueError, match=r"must have 2 column\(s\).*shape=\(5, 3\)"):
+        head.check_targets(np.zeros((5, 3)), 2, 2, "y")
+
+
+def test_a_new_classification_head_inherits_the_class_rules():
+    class SharpCategorical(heads.Categorical):
+        """A new head as a contributor would write it: no rule switches to edit."""
+
+    head = SharpCategorical()
+    assert head.event_name == "classes"
+    with pytest.raises(ValueError, match="integer class ids"):
+        head.check_targets(np.array([5]), 3, 2, "y")
+    assert head.initial_bias(3, 1.0) is None
+
+
+def test_initial_bias_starts_the_scale_at_initial_scale():
+    head = heads.Laplace(min_scale=0.01)
+    bias = head.initial_bias(2, initial_scale=0.5)
+    np.testing.assert_allclose(bias[:2], 0.0)
+    _, scale = head.split(bias[None])
+    np.testing.assert_allclose(scale, 0.5, rtol=1e-5)
+    assert heads.Categorical().initial_bias(3, 1.0) is None

@@ -5,12 +5,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from reference import ATOL, RTOL, laplace_kl, normal_kl, split
-from reference import categorical_kl as _categorical_kl
-from reference import log_softmax as _log_softmax
 from scipy import stats
 
 from keras_ecl import heads, losses
+from tests.reference import ATOL, RTOL, laplace_kl, normal_kl, split
+from tests.reference import categorical_kl as _categorical_kl
+from tests.reference import log_softmax as _log_softmax
 
 
 def _normal_kl(teacher, student, min_scale):

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parent / "scripts" / "multi_worker_train.py"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ["-m", "tests.scripts.multi_worker_train"]  # run from ROOT, where `tests` is a package
 
 
 def free_ports(count):
@@ -37,7 +38,8 @@ def test_two_workers_complete_an_epoch_and_agree_on_the_weights(tmp_path):
         env = {**os.environ, **cluster_env(workers, index), "CUDA_VISIBLE_DEVICES": ""}
         processes.append(
             subprocess.Popen(
-                [sys.executable, str(SCRIPT), str(tmp_path / f"worker{index}.npz")],
+                [sys.executable, *SCRIPT, str(tmp_path / f"worker{index}.npz")],
+                cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

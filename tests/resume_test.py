@@ -22,16 +22,17 @@ import pytest
 
 import keras_ecl
 from tests.multi_worker_test import cluster_env, free_ports
-from tests.scripts.resume_train import mlp
+from tests.testing import mlp
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "resume_train.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = ["-m", "tests.scripts.resume_train"]  # run from ROOT, where `tests` is a package
 EPOCHS = 6
 
 
 def make_distiller(sampler_seed, dropout=0.3):
     distiller = keras_ecl.Distiller(
-        mlp(8, dropout),
-        mlp(16),
+        mlp(units=8, dropout=dropout),
+        mlp(units=16),
         sampler=keras_ecl.samplers.MixUp(alpha=1.0, seed=sampler_seed),
         samples_per_example=2,
     )
@@ -157,7 +158,8 @@ def test_keras_own_callback_cannot_resume_after_the_same_kill(tmp_path, monkeypa
 
 def start(output, backup_dir, env=None):
     return subprocess.Popen(
-        [sys.executable, SCRIPT, str(output), str(backup_dir), str(EPOCHS)],
+        [sys.executable, *SCRIPT, str(output), str(backup_dir), str(EPOCHS)],
+        cwd=ROOT,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,6 +1,6 @@
 """One worker of a multi-worker ECL run (tests/multi_worker_test.py starts two).
 
-Usage: python multi_worker_train.py OUTPUT_NPZ  (TF_CONFIG names the cluster and
+Usage: python -m tests.scripts.multi_worker_train OUTPUT_NPZ  (TF_CONFIG names the cluster and
 this worker's index). Trains a Distiller for an epoch under the strategy that
 `keras_ecl.distribute.get_strategy()` picks and saves the student's weights.
 """
@@ -15,14 +15,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_ecl  # noqa: E402
+from tests.testing import mlp  # noqa: E402
 
 keras.config.disable_traceback_filtering()
-
-
-def mlp(units):
-    return keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(units, activation="relu"), keras.layers.Dense(3)]
-    )
 
 
 def main(output):
@@ -34,8 +29,8 @@ def main(output):
     keras.utils.set_random_seed(0)  # the same initial weights on every worker
     with strategy.scope():
         distiller = keras_ecl.Distiller(
-            mlp(8),
-            mlp(16),
+            mlp(units=8),
+            mlp(units=16),
             sampler=keras_ecl.samplers.MixUp(alpha=1.0, seed=1),
             samples_per_example=2,
         )

@@ -1,6 +1,6 @@
 """An ECL run with `keras_ecl.callbacks.BackupAndRestore`, to be killed and restarted.
 
-Usage: python resume_train.py OUTPUT_NPZ BACKUP_DIR EPOCHS
+Usage: python -m tests.scripts.resume_train OUTPUT_NPZ BACKUP_DIR EPOCHS (from the repository root)
 
 Trains a Distiller whose student has dropout and whose sampler is seeded, under
 `tf.config.experimental.enable_op_determinism()` and fixed seeds, with a backup at
@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_ecl  # noqa: E402
+from tests.testing import mlp  # noqa: E402
 
 
 class PrintEpochs(keras.callbacks.Callback):
@@ -28,17 +29,6 @@ class PrintEpochs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         print(f"epoch {epoch + 1} done", flush=True)
-
-
-def mlp(units, dropout=0.0):
-    return keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(units, activation="relu"),
-            keras.layers.Dropout(dropout),
-            keras.layers.Dense(3),
-        ]
-    )
 
 
 def main(output, backup_dir, epochs):
@@ -50,8 +40,8 @@ def main(output, backup_dir, epochs):
     keras.utils.set_random_seed(0)
     with strategy.scope():
         distiller = keras_ecl.Distiller(
-            mlp(32, dropout=0.2),
-            mlp(64),
+            mlp(units=32, dropout=0.2),
+            mlp(units=64),
             sampler=keras_ecl.samplers.MixUp(alpha=1.0, seed=1),
             samples_per_example=2,
         )

@@ -1,0 +1,236 @@
+"""Every registered head and sampler passes the same harness: a new part adds no test code.
+
+The cases come from the registries (`heads.HEADS`, `samplers.SAMPLERS`): for
+each class, its config and `.keras` round trips, a short fit eagerly and under
+XLA, the same run twice from one seed, and training on two replicas. What is
+particular to a part (its statistics, hand-computed values) stays in its own
+test file.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ecl import heads, samplers
+from tests import testing
+
+HEAD_EXAMPLES = heads.HEADS.examples()
+SAMPLER_EXAMPLES = samplers.SAMPLERS.examples()
+# The XLA and two-replica cases of one sampler and one head run in `make test-fast`;
+# the other classes take the same code paths and run in `make test`.
+FAST_SAMPLER, FAST_HEAD = "OneOf", "Categorical"
+
+
+def _cases(examples, fast):
+    return [
+        pytest.param(name, marks=() if name == fast else pytest.mark.large) for name in examples
+    ]
+
+
+def test_registries_list_every_public_class_and_name_the_defaults():
+    assert set(HEAD_EXAMPLES) == {"Categorical", "Normal", "Laplace"}
+    assert set(SAMPLER_EXAMPLES) == {
+        "MixUp",
+        "CutMix",
+        "GaussianNoise",
+        "Identity",
+        "OneOf",
+        "FromCallable",
+    }
+    assert heads.HEADS.names() == ["categorical", "laplace", "normal"]
+    assert samplers.SAMPLERS.names() == ["cutmix", "gaussian_noise", "identity", "mixup"]
+
+
+def test_a_new_sampler_is_one_class_and_a_decorator():
+    registry = samplers.SAMPLERS
+
+    @samplers.register("test_flip")
+    class Flip(samplers.Sampler):
+        requires_float = False
+
+        def sample(self, x, num_samples, seed):
+            return tf.tile(x[::-1], [num_samples, 1])
+
+    try:
+        assert isinstance(samplers.get("test_flip"), Flip)
+        assert "Flip" in registry.examples()
+        restored = testing.run_serialization_test(Flip(seed=3))
+        assert restored.seed == 3
+    finally:  # keep the registry as the library defines it
+        registry._names.pop("test_flip")
+        registry._examples.pop("Flip")
+
+
+def test_registering_refuses_other_classes_and_taken_names():
+    with pytest.raises(ValueError, match="Only subclasses of Sampler can be registered"):
+        samplers.register("dense")(keras.layers.Dense)
+    with pytest.raises(ValueError, match="The sampler name 'mixup' is taken by MixUp"):
+
+        @samplers.register("mixup")
+        class Other(samplers.Sampler):
+            pass
+
+
+# Samplers.
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLER_EXAMPLES))
+def test_sampler_config_round_trip_keeps_the_draws(name):
+    keras.utils.set_random_seed(1)
+    sampler = SAMPLER_EXAMPLES[name]()
+    keras.utils.set_random_seed(1)
+    restored = testing.run_serialization_test(sampler)
+    x = np.random.default_rng(0).uniform(size=(4, 5, 5, 3)).astype("float32")
+    np.testing.assert_array_equal(restored(x, num_samples=2), sampler(x, num_samples=2))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("name", sorted(SAMPLER_EXAMPLES))
+def test_sampler_draws_in_a_tf_function(name, jit_compile):
+    sampler = SAMPLER_EXAMPLES[name]()
+    step = tf.function(
+        lambda t: sampler(t, num_samples=3),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        jit_compile=jit_compile,
+    )
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype("float32")
+    first, second = step(x).numpy(), step(x).numpy()
+    assert first.shape == (12, 8, 8, 3) and first.dtype == np.float32
+    assert np.all(np.isfinite(first))
+    if name != "Identity":  # the seed generator advances inside the graph
+        assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize(
+    "jit_compile", [False, pytest.param(True, marks=pytest.mark.large)], ids=["eager", "xla"]
+)
+@pytest.mark.parametrize("name", sorted(SAMPLER_EXAMPLES))
+def test_sampler_trains_a_student(name, jit_compile):
+    x, y = testing.classification_data()
+    distiller = testing.make_distiller(
+        sampler=SAMPLER_EXAMPLES[name](), samples_per_example=2, jit_compile=jit_compile
+    )
+    history = testing.short_fit(distiller, x, y, jit_compile)
+    assert "extracurricular_loss" in history.history
+
+
+def _seeded_run(head, sampler_factory):
+    keras.utils.set_random_seed(123)
+    x, y, _ = testing.head_case(head)
+    distiller = testing.make_distiller(head, sampler=sampler_factory(), samples_per_example=2)
+    history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    return history.history, distiller.student.get_weights()
+
+
+@pytest.mark.parametrize("name", _cases(SAMPLER_EXAMPLES, FAST_SAMPLER))
+def test_sampler_same_seed_gives_the_same_run_twice(name):
+    (first_logs, first), (second_logs, second) = (
+        _seeded_run("categorical", SAMPLER_EXAMPLES[name]) for _ in range(2)
+    )
+    assert first_logs == second_logs
+    testing.assert_same_weights(first, second)
+
+
+@pytest.mark.parametrize("name", _cases(SAMPLER_EXAMPLES, FAST_SAMPLER))
+def test_sampler_trains_on_two_replicas(name):
+    # Each replica draws around its own half batch with its own fold of the
+    # seed, so the draws cannot equal one device's: the run must repeat
+    # exactly, stay finite, warn of no stateful RNG and stay close to one device.
+    x, y = testing.classification_data(128)
+
+    def run(strategy):
+        keras.utils.set_random_seed(5)  # unseeded samplers take their seed from it
+        sampler = SAMPLER_EXAMPLES[name]()
+        return testing.train_under(strategy, x, y, sampler=sampler, samples_per_example=2)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, second = run(testing.two_replicas()), run(testing.two_replicas())
+    assert not [w for w in caught if "random" in str(w.message).lower()]
+    assert first[0] == second[0]
+    testing.assert_same_weights(first[1], second[1])
+    assert np.all(np.isfinite(first[0]["extracurricular_loss"]))
+    single = run(testing.one_device())
+    np.testing.assert_allclose(single[0]["loss"], first[0]["loss"], rtol=0.25)
+
+
+@pytest.mark.parametrize("name", _cases(SAMPLER_EXAMPLES, FAST_SAMPLER))
+def test_sampler_survives_saving_in_a_distiller(name, tmp_path):
+    x, y = testing.classification_data()
+    distiller = testing.make_distiller(sampler=SAMPLER_EXAMPLES[name](), samples_per_example=2)
+    distiller.fit(x, y, epochs=1, verbose=0)
+    restored = testing.run_saving_test(distiller, x, tmp_path / "distiller.keras")
+    assert type(restored.sampler) is type(distiller.sampler)
+
+
+# Heads.
+
+
+@pytest.mark.parametrize("name", sorted(HEAD_EXAMPLES))
+def test_head_config_round_trip(name):
+    head = HEAD_EXAMPLES[name]()
+    restored = testing.run_serialization_test(head)
+    assert restored.get_config() == head.get_config()
+    outputs = testing.head_case(head, n=4)[2]
+    raw = np.random.default_rng(0).normal(size=(4, outputs)).astype("float32")
+    np.testing.assert_allclose(
+        restored.kl_divergence(raw, raw[::-1]), head.kl_divergence(raw, raw[::-1])
+    )
+
+
+@pytest.mark.parametrize(
+    "jit_compile", [False, pytest.param(True, marks=pytest.mark.large)], ids=["eager", "xla"]
+)
+@pytest.mark.parametrize("name", sorted(HEAD_EXAMPLES))
+def test_head_trains_a_student(name, jit_compile):
+    x, y, _ = testing.head_case(HEAD_EXAMPLES[name]())
+    distiller = testing.make_distiller(
+        HEAD_EXAMPLES[name](),
+        sampler=samplers.MixUp(),
+        samples_per_example=2,
+        jit_compile=jit_compile,
+    )
+    testing.short_fit(distiller, x, y, jit_compile)
+
+
+@pytest.mark.parametrize("name", _cases(HEAD_EXAMPLES, FAST_HEAD))
+def test_head_same_seed_gives_the_same_run_twice(name):
+    (first_logs, first), (second_logs, second) = (
+        _seeded_run(HEAD_EXAMPLES[name](), samplers.MixUp) for _ in range(2)
+    )
+    assert first_logs == second_logs
+    testing.assert_same_weights(first, second)
+
+
+@pytest.mark.parametrize("name", _cases(HEAD_EXAMPLES, FAST_HEAD))
+def test_head_on_two_replicas_matches_one_device(name):
+    # Draws that do not depend on the seed: both runs see the same inputs.
+    x, y, _ = testing.head_case(HEAD_EXAMPLES[name](), n=128)
+    runs = [
+        testing.train_under(
+            strategy,
+            x,
+            y,
+            head=HEAD_EXAMPLES[name](),
+            sampler=samplers.FromCallable(lambda t: 0.5 * t + 0.1),
+            samples_per_example=2,
+        )
+        for strategy in (testing.one_device(), testing.two_replicas())
+    ]
+    (one_logs, one_weights), (two_logs, two_weights) = runs
+    for key in ("loss", "student_loss", "distillation_loss", "extracurricular_loss"):
+        np.testing.assert_allclose(one_logs[key], two_logs[key], rtol=1e-5, atol=1e-6)
+    for a, b in zip(one_weights, two_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", _cases(HEAD_EXAMPLES, FAST_HEAD))
+def test_head_survives_saving_in_a_distiller(name, tmp_path):
+    x, y, _ = testing.head_case(HEAD_EXAMPLES[name]())
+    distiller = testing.make_distiller(HEAD_EXAMPLES[name](), mode="kd")
+    distiller.fit(x, y, epochs=1, verbose=0)
+    restored = testing.run_saving_test(distiller, x, tmp_path / "distiller.keras")
+    assert restored.head.get_config() == distiller.head.get_config()
