@@ -9,6 +9,12 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest -n 2` each worker gets one core: TensorFlow's thread pools
+    # would otherwise fight over both for tiny ops.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
 # Split the CPU into two logical devices so tf.distribute tests run on CPU
 # (this must happen before TensorFlow initialises its devices).
 try:
