@@ -28,7 +28,7 @@ CONFIGS = {
     ),
     "smoke": harness.TrainConfig(
         teacher_epochs=1,
-        student_epochs=2,
+        student_epochs=1,
         batch_size=100,
         learning_rate=1e-3,
         probe_epochs=1,

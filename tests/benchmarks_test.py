@@ -134,8 +134,18 @@ def test_run_trains_every_method_per_seed_and_summarizes_over_seeds():
     assert summary["A"]["m"] == {"mean": 0.5, "std": pytest.approx(0.5**0.5), "values": [0.0, 1.0]}
 
 
-@pytest.mark.large
-@pytest.mark.parametrize("name", ["toy_regression", "friedman1", "digits", "mnist1d"])
+# Each smoke run traces some ten models (about 12-16 s on 2 shared cores). friedman1 (regression,
+# ensemble teacher, sweep) and mnist1d (classification, Keras' Distiller, the demo's models)
+# reach every harness path in `make test`; the other two add ~27 s, so they run in `make test-all`.
+@pytest.mark.parametrize(
+    "name",
+    [
+        "friedman1",
+        "mnist1d",
+        pytest.param("toy_regression", marks=pytest.mark.large),
+        pytest.param("digits", marks=pytest.mark.large),
+    ],
+)
 def test_smoke_run_writes_results(name, tmp_path):
     module = importlib.import_module(f"benchmarks.{name}")
     argv = ["--smoke", "--seeds", "0", "--output", str(tmp_path)]
@@ -261,6 +271,18 @@ def test_moment_matched_normal_has_the_mixture_mean_and_variance():
     loc, scale = head.split(keras.ops.convert_to_tensor(outputs))
     assert float(loc[0, 0]) == pytest.approx(2.0, rel=1e-5)
     assert float(scale[0, 0]) == pytest.approx(np.sqrt(3.5), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["digits", "friedman1"])
+def test_every_swept_sampler_draws_inputs_of_its_benchmark(name):
+    # The smoke runs sweep fewer samplers than the full runs: draw from all of them here.
+    module = importlib.import_module(f"benchmarks.{name}")
+    shape = (8, 8, 1) if name == "digits" else (10,)
+    x = np.random.default_rng(0).uniform(size=(4, *shape)).astype("float32")
+    for sampler in module.CONFIGS["full"].sweep:
+        draws = module.make_sampler(sampler, seed=0)(x, num_samples=2)
+        assert draws.shape == (8, *shape), sampler
+        assert np.isfinite(np.asarray(draws)).all(), sampler
 
 
 def test_digits_subset_is_stratified_and_keeps_the_evaluation_splits():
