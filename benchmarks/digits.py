@@ -133,13 +133,6 @@ def runs(sampler_name, seed, config):
     )
 
 
-def candidates(seed, config):
-    """KD (for reference) and ECL with each swept sampler."""
-    options = {"KD": runs(config.sweep[0], seed, config)["KD"]}
-    options.update({name: runs(name, seed, config)["ECL"] for name in config.sweep})
-    return options
-
-
 def main(argv=None):
     def add_arguments(parser):
         parser.add_argument(
@@ -169,9 +162,10 @@ def main(argv=None):
             config=config,
         )
 
+    swept_runs = harness.sweep_runs(lambda name, seed: runs(name, seed, config), config.sweep)
     # Highest validation accuracy; the lower NLL breaks ties.
     sweep_results, choice = harness.sweep(
-        task(lambda seed: candidates(seed, config), (x_val, y_val)),
+        task(swept_runs, (x_val, y_val)),
         args.seeds[0],
         objective=lambda scores: (-scores["val_accuracy"], scores["val_nll"]),
     )

@@ -191,13 +191,6 @@ def teacher_fit(validation, config):
     return {"validation_data": validation, "callbacks": [stop]}
 
 
-def candidates(seed, config):
-    """KD (for reference) and ECL with each swept sampler."""
-    options = {"KD": runs(config.sweep[0], seed, config)["KD"]}
-    options.update({name: runs(name, seed, config)["ECL"] for name in config.sweep})
-    return options
-
-
 def main(argv=None):
     args, config = cli.parse_args(__doc__, CONFIGS, argv)
     train, validation, test, y_stats = load_friedman1()
@@ -206,7 +199,7 @@ def main(argv=None):
         data=train,
         teacher=lambda seed: train_ensemble_teacher(train, validation, config, seed),
         make_student=make_student,
-        runs=lambda seed: candidates(seed, config),
+        runs=harness.sweep_runs(lambda name, seed: runs(name, seed, config), config.sweep),
         config=config,
         score=scorer(*validation, y_stats),
         methods=harness.REGRESSION_METHODS,

@@ -43,9 +43,10 @@ class Task:
     """What a benchmark trains and how it scores, the same for every seed.
 
     `teacher(seed)` returns a trained teacher and its training seconds;
-    `runs(seed)` the `keras_ecl.Distiller` options of "ERM", "KD" and "ECL"
-    (samplers seeded from `seed`); `score(model, teacher)` a dict of metrics;
-    `methods` the students trained after the teacher, in order.
+    `runs(seed)` `keras_ecl.Distiller` options by name ("ERM", "KD" and "ECL"
+    for `run`, one per candidate for `sweep`), samplers seeded from `seed`;
+    `score(model, teacher)` a dict of metrics; `methods` the students trained
+    after the teacher, in order.
     """
 
     name: str
@@ -55,7 +56,7 @@ class Task:
     runs: Callable[[int], dict]
     config: TrainConfig
     score: Callable[[keras.Model, keras.Model], dict]
-    methods: tuple
+    methods: "tuple[Method, ...]"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -178,6 +179,21 @@ def sweep(task, seed, *, objective):
     return results, min(ecl, key=lambda k: objective(ecl[k]))
 
 
+def sweep_runs(runs, samplers):
+    """`Task.runs` of a sampler sweep: KD (for reference), then ECL with each of `samplers`.
+
+    `runs(sampler, seed)` returns ERM, KD and ECL options, ECL drawing from
+    the sampler named `sampler`.
+    """
+
+    def runs_of_seed(seed):
+        options = {"KD": runs(samplers[0], seed)["KD"]}
+        options.update({name: runs(name, seed)["ECL"] for name in samplers})
+        return options
+
+    return runs_of_seed
+
+
 def progress(benchmark, seed, name, scores, seconds):
     """One progress line per finished run."""
     figures = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
@@ -275,7 +291,7 @@ KD_MSE = Method("KD-MSE", kd_mse_student)
 ECL = Method("ECL", distilled("ECL"))
 KD_EQUAL_TIME = Method("KD-equal-time", kd_equal_time)
 IDENTITY = Method("Identity", identity)
-# The controls come last: the equal-time probe times KD against ECL after both were trained.
+# In the order of the result tables: the students, then the two controls.
 CLASSIFICATION_METHODS = (ERM, KD, KD_KERAS, ECL, KD_EQUAL_TIME, IDENTITY)
 REGRESSION_METHODS = (ERM, KD, KD_MSE, ECL, KD_EQUAL_TIME, IDENTITY)
 
