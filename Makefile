@@ -24,10 +24,10 @@ demo-smoke: $(STAMP)
 
 ## Accuracy benchmarks over 3 seeds, then speed (about 1.5 hours on 2 CPU cores), then BENCHMARKS.md.
 benchmarks: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 benchmarks-report: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py --report-only
+	$(BIN)/python -m benchmarks.run_all --report-only
 
 ## Fast suite (slow tests marked `large` are skipped); `make test-all` runs everything.
 test: $(STAMP)

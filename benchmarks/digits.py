@@ -4,44 +4,56 @@ ECL's image sampler (MixUp, CutMix, `keras.layers.RandAugment` or a mixture) is
 chosen on the validation split with one seed; the test split scores the final
 models only.
 
-Run `.venv/bin/python benchmarks/digits.py`, or with `--smoke` for a run of seconds.
+Run `python -m benchmarks.digits` from the repository root, or with `--smoke` for a run of
+seconds.
 """
 
-import os
-import sys
+if not __package__:
+    raise SystemExit("Run it from the repository root: python -m benchmarks.digits")
 
-if __package__ in (None, ""):  # Run as a script: make `benchmarks` importable.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import dataclasses
 
-import keras  # noqa: E402
+import keras
 
-import keras_ecl  # noqa: E402
-from benchmarks import common  # noqa: E402
+import keras_ecl
+from benchmarks import cli, harness, metrics, report
 
 NAME = "digits"
 SPLIT_SEED = 2024  # fixed split, independent of the training seeds
 SPLIT = {"train": 1000, "val": 297, "test": 500}
 TEMPERATURE = 4.0
 SUPERVISED_WEIGHT = 0.1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(harness.TrainConfig):
+    """`TrainConfig` plus ECL's samples per input and the swept samplers."""
+
+    samples_per_example: int
+    sweep: tuple[str, ...]
+
+
 CONFIGS = {
-    "full": {
-        "teacher_epochs": 60,
-        "student_epochs": 200,
-        "batch_size": 100,
-        "learning_rate": 1e-3,
-        "probe_epochs": 3,
-        "samples_per_example": 4,
-        "sweep": ["MixUp", "CutMix", "RandAugment", "OneOf[MixUp, CutMix]", "OneOf[all]"],
-    },
-    "smoke": {
-        "teacher_epochs": 1,
-        "student_epochs": 2,
-        "batch_size": 100,
-        "learning_rate": 1e-3,
-        "probe_epochs": 1,
-        "samples_per_example": 1,
-        "sweep": ["MixUp", "OneOf[all]"],
-    },
+    "full": Config(
+        teacher_epochs=60,
+        student_epochs=200,
+        batch_size=100,
+        learning_rate=1e-3,
+        probe_epochs=3,
+        samples_per_example=4,
+        sweep=("MixUp", "CutMix", "RandAugment", "OneOf[MixUp, CutMix]", "OneOf[all]"),
+    ),
+    # Two samplers cover both branches of `make_sampler` and a real choice; RandAugment,
+    # whose every trace costs seconds, is drawn from in `tests/benchmarks_test.py` instead.
+    "smoke": Config(
+        teacher_epochs=1,
+        student_epochs=1,
+        batch_size=100,
+        learning_rate=1e-3,
+        probe_epochs=1,
+        samples_per_example=1,
+        sweep=("MixUp", "OneOf[MixUp, CutMix]"),
+    ),
 }
 CONTROLS = ("ECL", "KD-keras", "KD-equal-time", "Identity")
 
@@ -112,36 +124,12 @@ def make_sampler(name, seed):
 
 
 def runs(sampler_name, seed, config):
-    return common.student_options(
+    """ERM, KD and ECL options, ECL drawing from the sampler `sampler_name`."""
+    return harness.student_options(
         keras_ecl.heads.Categorical(temperature=TEMPERATURE),
-        SUPERVISED_WEIGHT,
-        make_sampler(sampler_name, 1000 + seed),
-        config["samples_per_example"],
-    )
-
-
-def sweep(data, config, seed, benchmark=NAME):
-    """Validation accuracy and NLL of ECL per sampler (and of KD, for reference)."""
-    x, y, x_val, y_val = data
-    loss = keras_ecl.losses.NegativeLogLikelihood()
-    teacher, _ = common.train_teacher(make_teacher, loss, (x, y), config, seed)
-    candidates = {"KD": runs(config["sweep"][0], seed, config)["KD"]}
-    candidates.update({name: runs(name, seed, config)["ECL"] for name in config["sweep"]})
-
-    def score(model):
-        return common.classification_metrics(common.predict(model, x_val), y_val)
-
-    # Highest validation accuracy; the lower NLL breaks ties.
-    return common.sweep(
-        benchmark,
-        seed,
-        teacher,
-        make_student,
-        candidates,
-        (x, y),
-        config,
-        score,
-        lambda metrics: (-metrics["val_accuracy"], metrics["val_nll"]),
+        supervised_weight=SUPERVISED_WEIGHT,
+        sampler=make_sampler(sampler_name, 1000 + seed),
+        samples_per_example=config.samples_per_example,
     )
 
 
@@ -154,7 +142,7 @@ def main(argv=None):
             help=f"training images, a stratified subset of the {SPLIT['train']} (data-scarce runs)",
         )
 
-    args, config = common.parse_args(__doc__, CONFIGS, argv, add_arguments)
+    args, config = cli.parse_args(__doc__, CONFIGS, argv, add_arguments)
     if not 10 <= args.train_rows <= SPLIT["train"]:
         raise ValueError(
             f"--train-rows must be between 10 and {SPLIT['train']}. Received: {args.train_rows}"
@@ -163,52 +151,60 @@ def main(argv=None):
     x, y, x_val, y_val, x_test, y_test = load_digits(args.train_rows)
     print(f"Digits: {len(x)} train, {len(x_val)} val, {len(x_test)} test images", flush=True)
 
-    sweep_results, choice = sweep((x, y, x_val, y_val), config, args.seeds[0], name)
+    def task(student_runs, test):
+        return harness.classification_task(
+            name=name,
+            train=(x, y),
+            test=test,
+            make_teacher=make_teacher,
+            make_student=make_student,
+            runs=student_runs,
+            config=config,
+        )
+
+    swept_runs = harness.sweep_runs(lambda name, seed: runs(name, seed, config), config.sweep)
+    # Highest validation accuracy; the lower NLL breaks ties.
+    sweep_results, choice = harness.sweep(
+        task(swept_runs, (x_val, y_val)),
+        args.seeds[0],
+        objective=lambda scores: (-scores["val_accuracy"], scores["val_nll"]),
+    )
     swept = {"seed": args.seeds[0], "results": sweep_results, "choice": choice}
     print(f"Chosen ECL sampler (validation): {choice}", flush=True)
-    per_seed = common.run_seeds(
-        lambda seed: common.classification_seed(
-            name,
-            seed,
-            (x, y, x_test, y_test),
-            (make_teacher, make_student),
-            runs(choice, seed, config),
-            config,
-        ),
-        args.seeds,
-    )
-    summary = common.summarize(per_seed)
+    test_task = task(lambda seed: runs(choice, seed, config), (x_test, y_test))
+    per_seed = harness.run(test_task, args.seeds)
+    summary = metrics.summarize(per_seed)
     result = {
         "title": f"Digits (scikit-learn 8x8, {len(x)} training images): CNN teacher -> MLP-32",
         "description": (
             "`sklearn.datasets.load_digits` scaled to [0, 1], shape (8, 8, 1); fixed "
             f"stratified split (seed {SPLIT_SEED}): {len(x)} train / {SPLIT['val']} "
             f"validation / {SPLIT['test']} test. Teacher: CNN 32-64-pool-64-dense 128, "
-            f"{config['teacher_epochs']} epochs. Student: Flatten-Dense 32-Dense 10, "
-            f"{config['student_epochs']} epochs, batch {config['batch_size']}, Adam "
-            f"{config['learning_rate']}. KD: T = {TEMPERATURE}, supervised weight "
-            f"{SUPERVISED_WEIGHT}. ECL: same, plus {config['samples_per_example']} samples "
+            f"{config.teacher_epochs} epochs. Student: Flatten-Dense 32-Dense 10, "
+            f"{config.student_epochs} epochs, batch {config.batch_size}, Adam "
+            f"{config.learning_rate}. KD: T = {TEMPERATURE}, supervised weight "
+            f"{SUPERVISED_WEIGHT}. ECL: same, plus {config.samples_per_example} samples "
             f"per input from **{choice}** (chosen on the validation split)."
         ),
-        "command": common.command_line(NAME, argv),
+        "command": cli.command_line(NAME, argv),
         "seeds": args.seeds,
-        "config": config,
+        "config": dataclasses.asdict(config),
         "sweep": swept,
-        "columns": common.CLASSIFICATION_COLUMNS,
+        "columns": report.CLASSIFICATION_COLUMNS,
         "summary": summary,
-        "gap_closed": common.gaps(summary, "accuracy", True, CONTROLS),
+        "gap_closed": metrics.gaps(summary, "accuracy", True, CONTROLS),
         "per_seed": per_seed,
         "notes": [
-            common.sweep_note(swept, ["accuracy", "nll"]),
+            report.sweep_note(swept, ["accuracy", "nll"]),
             "RandAugment: `keras.layers.RandAugment(value_range=(0, 1))` (factor 0.5, 2 ops) "
             "through `samplers.FromCallable`. All its ops run on 8x8x1 images; colour "
             "degeneration is a no-op on one channel, and Keras' RandAugment draws its ops "
             "once per batch, not per image.",
-            *common.control_notes(per_seed, config["student_epochs"]),
+            *report.control_notes(per_seed, config.student_epochs),
             f"The test split has {SPLIT['test']} images: one image is 0.2 accuracy points.",
         ],
     }
-    return common.finish(name, result, args.output)
+    return report.finish(name, result, args.output)
 
 
 if __name__ == "__main__":

@@ -5,48 +5,61 @@ standard deviation grows with the first feature, so a good model must predict
 an input-dependent scale. ECL's sampler is chosen on the validation split with
 one seed; the test split scores the final models only.
 
-Run `.venv/bin/python benchmarks/friedman1.py`, or with `--smoke` for a run of seconds.
+Run `python -m benchmarks.friedman1` from the repository root, or with `--smoke` for a run
+of seconds.
 """
 
-import os
-import sys
+if not __package__:
+    raise SystemExit("Run it from the repository root: python -m benchmarks.friedman1")
 
-if __package__ in (None, ""):  # Run as a script: make `benchmarks` importable.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import dataclasses
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_ecl  # noqa: E402
-from benchmarks import common  # noqa: E402
+import keras_ecl
+from benchmarks import cli, harness, metrics, report
 
 NAME = "friedman1"
 DATA_SEED = 11  # features, noise and split are fixed; seeds vary the training only
 SPLIT = {"train": 800, "val": 400, "test": 2000}
 SUPERVISED_WEIGHT = 0.1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(harness.TrainConfig):
+    """`TrainConfig` plus the teacher ensemble, ECL's samples and the swept samplers."""
+
+    teacher_members: int
+    patience: int  # early stopping of each member, in epochs
+    samples_per_example: int
+    sweep: tuple[str, ...]
+
+
 CONFIGS = {
-    "full": {
-        "teacher_epochs": 1000,
-        "teacher_members": 5,
-        "patience": 100,
-        "student_epochs": 200,
-        "batch_size": 64,
-        "learning_rate": 1e-3,
-        "probe_epochs": 5,
-        "samples_per_example": 4,
-        "sweep": ["Gaussian 0.1", "Gaussian 0.3", "Gaussian 0.5", "MixUp 1.0", "OneOf"],
-    },
-    "smoke": {
-        "teacher_epochs": 2,
-        "teacher_members": 2,
-        "patience": 1,
-        "student_epochs": 2,
-        "batch_size": 64,
-        "learning_rate": 1e-3,
-        "probe_epochs": 1,
-        "samples_per_example": 1,
-        "sweep": ["Gaussian 0.3", "OneOf"],
-    },
+    "full": Config(
+        teacher_epochs=1000,
+        teacher_members=5,
+        patience=100,
+        student_epochs=200,
+        batch_size=64,
+        learning_rate=1e-3,
+        probe_epochs=5,
+        samples_per_example=4,
+        sweep=("Gaussian 0.1", "Gaussian 0.3", "Gaussian 0.5", "MixUp 1.0", "OneOf"),
+    ),
+    # Two members: their names must differ in the ensemble model.
+    "smoke": Config(
+        teacher_epochs=1,
+        teacher_members=2,
+        patience=1,
+        student_epochs=1,
+        batch_size=64,
+        learning_rate=1e-3,
+        probe_epochs=1,
+        samples_per_example=1,
+        sweep=("OneOf",),
+    ),
 }
 CONTROLS = ("ECL", "KD-MSE", "KD-equal-time", "Identity")
 
@@ -119,9 +132,14 @@ def train_ensemble_teacher(train, validation, config, seed):
     """
     loss = keras_ecl.losses.NegativeLogLikelihood(keras_ecl.heads.Normal())
     members, seconds = [], 0.0
-    for index in range(config["teacher_members"]):
-        member, member_seconds = common.train_teacher(
-            make_member, loss, train, config, 1000 * seed + index, **teacher_fit(validation, config)
+    for index in range(config.teacher_members):
+        member, member_seconds = harness.train_teacher(
+            make_member,
+            1000 * seed + index,
+            loss=loss,
+            data=train,
+            config=config,
+            **teacher_fit(validation, config),
         )
         member.trainable = False
         member.name = f"member_{index}"  # functional models need unique names
@@ -147,69 +165,55 @@ def make_sampler(name, seed):
 
 
 def runs(sampler_name, seed, config):
-    return common.student_options(
+    """ERM, KD and ECL options, ECL drawing from the sampler `sampler_name`."""
+    return harness.student_options(
         keras_ecl.heads.Normal(),
-        SUPERVISED_WEIGHT,
-        make_sampler(sampler_name, 1000 + seed),
-        config["samples_per_example"],
+        supervised_weight=SUPERVISED_WEIGHT,
+        sampler=make_sampler(sampler_name, 1000 + seed),
+        samples_per_example=config.samples_per_example,
     )
 
 
 def scorer(x, y, y_stats):
-    """`score(model)`: RMSE and Gaussian NLL on `(x, y)` in the original target units."""
+    """`score(model, teacher)`: RMSE and Gaussian NLL on `(x, y)` in the original target units."""
     y_mean, y_std = y_stats
 
-    def score(model):
-        loc, scale = common.normal_parameters(common.predict(model, x))
+    def score(model, teacher):
+        loc, scale = harness.normal_parameters(harness.predict(model, x))
         loc, scale, target = loc * y_std + y_mean, scale * y_std, y * y_std + y_mean
-        return {"rmse": common.rmse(loc, target), "nll": common.gaussian_nll(target, loc, scale)}
+        return {"rmse": metrics.rmse(loc, target), "nll": metrics.gaussian_nll(target, loc, scale)}
 
     return score
 
 
 def teacher_fit(validation, config):
-    stop = keras.callbacks.EarlyStopping(patience=config["patience"], restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True)
     return {"validation_data": validation, "callbacks": [stop]}
 
 
-def sweep(train, validation, y_stats, config, seed):
-    """Validation NLL and RMSE of ECL per sampler (and of KD, for reference)."""
-    teacher, _ = train_ensemble_teacher(train, validation, config, seed)
-    candidates = {"KD": runs(config["sweep"][0], seed, config)["KD"]}
-    candidates.update({name: runs(name, seed, config)["ECL"] for name in config["sweep"]})
-    return common.sweep(
-        NAME,
-        seed,
-        teacher,
-        make_student,
-        candidates,
-        train,
-        config,
-        scorer(*validation, y_stats),
-        lambda metrics: metrics["val_nll"],
-    )
-
-
 def main(argv=None):
-    args, config = common.parse_args(__doc__, CONFIGS, argv)
+    args, config = cli.parse_args(__doc__, CONFIGS, argv)
     train, validation, test, y_stats = load_friedman1()
-    sweep_results, choice = sweep(train, validation, y_stats, config, args.seeds[0])
+    task = harness.Task(
+        name=NAME,
+        data=train,
+        teacher=lambda seed: train_ensemble_teacher(train, validation, config, seed),
+        make_student=make_student,
+        runs=harness.sweep_runs(lambda name, seed: runs(name, seed, config), config.sweep),
+        config=config,
+        score=scorer(*validation, y_stats),
+        methods=harness.REGRESSION_METHODS,
+    )
+    sweep_results, choice = harness.sweep(
+        task, args.seeds[0], objective=lambda scores: scores["val_nll"]
+    )
     swept = {"seed": args.seeds[0], "results": sweep_results, "choice": choice}
     print(f"Chosen ECL sampler (validation NLL): {choice}", flush=True)
-    per_seed = common.run_seeds(
-        lambda seed: common.regression_seed(
-            NAME,
-            seed,
-            train,
-            (make_member, make_student),
-            runs(choice, seed, config),
-            config,
-            scorer(*test, y_stats),
-            teacher=lambda seed: train_ensemble_teacher(train, validation, config, seed),
-        ),
-        args.seeds,
+    task = dataclasses.replace(
+        task, runs=lambda seed: runs(choice, seed, config), score=scorer(*test, y_stats)
     )
-    summary = common.summarize(per_seed)
+    per_seed = harness.run(task, args.seeds)
+    summary = metrics.summarize(per_seed)
     result = {
         "title": "Friedman #1 with heteroscedastic noise: Normal-head ensemble teacher -> MLP-16",
         "description": (
@@ -217,20 +221,20 @@ def main(argv=None):
             f"(data seed {DATA_SEED}); {SPLIT['train']} train / {SPLIT['val']} validation / "
             f"{SPLIT['test']} test rows, inputs and target standardised with training "
             "statistics, metrics in the original target units. Teacher: a deep ensemble of "
-            f"{config['teacher_members']} MLPs (ReLU 256-256, dropout 0.1, Normal head), "
+            f"{config.teacher_members} MLPs (ReLU 256-256, dropout 0.1, Normal head), "
             "each fitted by NLL with early stopping on validation NLL (patience "
-            f"{config['patience']}, best weights), moment-matched into one Normal. Student: "
-            f"MLP ReLU 16 with a Normal head, {config['student_epochs']} epochs, "
-            f"batch {config['batch_size']}, "
-            f"Adam {config['learning_rate']}. KD-MSE: student mean fitted to the teacher's "
+            f"{config.patience}, best weights), moment-matched into one Normal. Student: "
+            f"MLP ReLU 16 with a Normal head, {config.student_epochs} epochs, "
+            f"batch {config.batch_size}, "
+            f"Adam {config.learning_rate}. KD-MSE: student mean fitted to the teacher's "
             "mean by MSE (then one constant scale, the RMS training residual). KD: Normal KL "
             f"on training inputs (`mode='kd'`, supervised weight {SUPERVISED_WEIGHT}). ECL: "
-            f"the same plus {config['samples_per_example']} samples per input from "
+            f"the same plus {config.samples_per_example} samples per input from "
             f"**{choice}** (chosen on validation NLL)."
         ),
-        "command": common.command_line(NAME, argv),
+        "command": cli.command_line(NAME, argv),
         "seeds": args.seeds,
-        "config": config,
+        "config": dataclasses.asdict(config),
         "sweep": swept,
         "columns": [
             ["rmse", "test RMSE", 3],
@@ -238,10 +242,10 @@ def main(argv=None):
             ["seconds", "train s", 1],
         ],
         "summary": summary,
-        "gap_closed": common.gaps(summary, "nll", False, CONTROLS),
+        "gap_closed": metrics.gaps(summary, "nll", False, CONTROLS),
         "per_seed": per_seed,
         "notes": [
-            common.sweep_note(swept, ["nll", "rmse"]),
+            report.sweep_note(swept, ["nll", "rmse"]),
             "Why an ensemble teacher: a single 128-128-128 NLL-trained MLP was tried first "
             "and was no better than the student alone (seed 0 test RMSE 2.14 / NLL 2.29 vs "
             "ERM 2.06 / 2.18; seed 1 2.31 / 2.26 vs 1.92 / 2.13), so there was no gap to "
@@ -251,10 +255,10 @@ def main(argv=None):
             "GaussianNoise(0.3), chosen per synthetic input.",
             "Gap closed on test NLL, (NLL_KD − NLL) / (NLL_KD − NLL_teacher) on the means, "
             "only where the teacher is better than KD; a student may beat its teacher.",
-            *common.control_notes(per_seed, config["student_epochs"]),
+            *report.control_notes(per_seed, config.student_epochs),
         ],
     }
-    return common.finish(NAME, result, args.output)
+    return report.finish(NAME, result, args.output)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,13 @@ Each benchmark runs in its own process (smallest first) and writes
 `<output>/<name>.json`; BENCHMARKS.md is then rebuilt from whatever result
 files exist, so `--report-only` regenerates it without training anything.
 
-Run `.venv/bin/python benchmarks/run_all.py` (about 1.5 hours on a 2-core CPU;
-`speed.py` runs last, so that nothing else loads the machine while it times);
-`--smoke` for seconds-long runs, `--only toy_regression friedman1` for a subset.
+Run `python -m benchmarks.run_all` from the repository root (about 1.5 hours on a 2-core
+CPU; `speed` runs last, so that nothing else loads the machine while it times); `--smoke`
+for seconds-long runs, `--only toy_regression friedman1` for a subset.
 """
+
+if not __package__:
+    raise SystemExit("Run it from the repository root: python -m benchmarks.run_all")
 
 import argparse
 import json
@@ -15,13 +18,12 @@ import os
 import subprocess
 import sys
 
-if __package__ in (None, ""):  # Run as a script: make `benchmarks` importable.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import cli, report
 
-from benchmarks import common  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BENCHMARKS = ("toy_regression", "friedman1", "digits", "digits_250", "mnist1d")  # smallest first
-# Benchmarks that are another benchmark's script with more flags.
+# Benchmarks that are another benchmark's module with more flags.
 VARIANTS = {"digits_250": ("digits", ["--train-rows", "250"])}
 REPORT = "BENCHMARKS.md"
 
@@ -38,9 +40,9 @@ validation split where one exists, otherwise fixed in advance). "Gap closed" is
 `(metric − metric_KD) / (metric_teacher − metric_KD)` (signs flipped for errors),
 computed on the means and quoted only where the teacher beats KD.
 
-Regenerate: `make benchmarks` (or `.venv/bin/python benchmarks/run_all.py`);
+Regenerate: `make benchmarks` (or `python -m benchmarks.run_all`);
 rebuild this file from the JSON results alone with
-`.venv/bin/python benchmarks/run_all.py --report-only`. Results:
+`python -m benchmarks.run_all --report-only`. Results:
 `benchmarks/results/<name>.json` (per seed, per model), logs next to them.
 The README's Benchmarks section says in words what these tables show.
 """
@@ -50,7 +52,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, runs in seconds")
-    parser.add_argument("--output", default=common.RESULTS_DIR, help="folder of the results")
+    parser.add_argument("--output", default=cli.RESULTS_DIR, help="folder of the results")
     parser.add_argument(
         "--only", nargs="+", choices=[*BENCHMARKS, "speed"], default=[*BENCHMARKS, "speed"]
     )
@@ -62,7 +64,7 @@ def parse_args(argv=None):
 def run(name, args):
     """Runs one benchmark in its own process; raises if it fails."""
     if name == "speed":  # timings only, into one file: no seeds
-        command = [sys.executable, "benchmarks/speed.py"]
+        command = [sys.executable, "-m", "benchmarks.speed"]
         command += ["--output", os.path.join(args.output, "speed.json")]
     else:
         module, flags = VARIANTS.get(name, (name, []))
@@ -70,7 +72,7 @@ def run(name, args):
         command += ["--seeds", *map(str, args.seeds)]
     command += ["--smoke"] if args.smoke else []
     print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=common.ROOT)
+    subprocess.run(command, check=True, cwd=ROOT)
 
 
 # The headline metric of each benchmark: (key, label, higher is better).
@@ -81,29 +83,6 @@ HEADLINE = {
     "digits_250": ("accuracy", "test accuracy", True),
     "mnist1d": ("accuracy", "test accuracy", True),
 }
-SUMMARY_MODELS = ("teacher", "KD", "KD-keras", "ECL", "KD-equal-time", "Identity")
-
-
-def summary_table(results):
-    """One row per benchmark: its headline metric for each model, mean ± std."""
-    headers = ["benchmark", "metric", *(common.LABELS[m] for m in SUMMARY_MODELS)]
-    headers.append("ECL gap closed vs KD")
-    rows = []
-    for name, result in results.items():
-        metric, label, higher = HEADLINE[name]
-        summary = result["summary"]
-        row = [result["title"].split(":")[0], label + (" (higher is better)" if higher else "")]
-        for model in SUMMARY_MODELS:
-            values = summary.get(model, {}).get(metric)
-            row.append(common.format_mean_std(values["values"]) if values else "")
-        kd, teacher, ecl = (
-            common.mean_std(summary[model][metric]["values"])[0]
-            for model in ("KD", "teacher", "ECL")
-        )
-        gap = common.gap_closed(ecl, kd, teacher, higher)
-        row.append("not quoted: teacher not better than KD" if gap is None else f"{gap:.1%}")
-        rows.append(row)
-    return common.markdown_table(headers, rows)
 
 
 def write_report(output, path):
@@ -114,15 +93,13 @@ def write_report(output, path):
         if os.path.exists(result_path):
             with open(result_path) as file:
                 results[name] = json.load(file)
-            sections.append(common.markdown_section(results[name]))
+            sections.append(report.markdown_section(results[name]))
     if results:
-        sections.insert(0, "## Summary\n\n" + summary_table(results))
+        sections.insert(0, "## Summary\n\n" + report.summary_table(results, HEADLINE))
     speed_path = os.path.join(output, "speed.json")
     if os.path.exists(speed_path):
-        from benchmarks import speed
-
         with open(speed_path) as file:
-            sections.append(speed.markdown_section(json.load(file)))
+            sections.append(report.speed_section(json.load(file)))
     with open(path, "w") as file:
         file.write("\n\n".join([INTRO.strip(), *sections]) + "\n")
     print(f"Wrote {path} ({len(sections)} sections)", flush=True)

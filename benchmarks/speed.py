@@ -11,34 +11,39 @@ that interleave the configurations (so machine load hits all of them alike);
 the figure is the median time of an epoch (compilation happens before, in a
 first epoch that is not timed).
 
-Run `python benchmarks/speed.py` (about 5 minutes on 2 CPU cores), or with
-`--smoke` for a check of a few seconds.
+Run `python -m benchmarks.speed` from the repository root (about 5 minutes on 2 CPU cores),
+or with `--smoke` for a check of a few seconds.
 """
 
+if not __package__:
+    raise SystemExit("Run it from the repository root: python -m benchmarks.speed")
+
 import argparse
-import os
+import dataclasses
 import statistics
-import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras_ecl
+from benchmarks import cli, harness, report
+from examples import mnist1d_distillation as demo
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-if ROOT not in sys.path:  # run as a script: make `benchmarks` importable
-    sys.path.append(ROOT)
 
-import mnist1d_distillation as demo  # noqa: E402
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SpeedConfig:
+    """Random rows timed, the base batch, and interleaved rounds of a few epochs."""
 
-import keras_ecl  # noqa: E402
-from benchmarks import common  # noqa: E402
+    rows: int
+    batch_size: int
+    rounds: int
+    epochs_per_round: int
+
 
 # Rows divisible by every batch size below, so no partial batch retraces a step.
 CONFIGS = {
-    "full": {"rows": 4200, "batch_size": 100, "rounds": 6, "epochs_per_round": 2},
-    "smoke": {"rows": 300, "batch_size": 50, "rounds": 1, "epochs_per_round": 2},
+    "full": SpeedConfig(rows=4200, batch_size=100, rounds=6, epochs_per_round=2),
+    "smoke": SpeedConfig(rows=300, batch_size=50, rounds=1, epochs_per_round=2),
 }
 
 
@@ -67,7 +72,7 @@ def make_runs(teacher, batch_size):
         distiller = keras.distillation.Distiller(
             teacher=teacher,
             student=demo.make_student(),
-            # An instance, not the string: see benchmarks/common.keras_logits_distillation.
+            # An instance, not the string: see benchmarks.harness.keras_logits_distillation.
             distillation_losses=keras.distillation.LogitsDistillation(
                 temperature=demo.TEMPERATURE, loss=keras.losses.KLDivergence()
             ),
@@ -110,14 +115,14 @@ def measure(runs, x, y, config, jit_compile):
         keras.utils.set_random_seed(0)
         models[name] = build(jit_compile)
         models[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # trace + compile
-    for _ in range(config["rounds"]):
+    for _ in range(config.rounds):
         for name, (_, batch_size, _) in runs.items():
-            timer = common.EpochTimes()  # epoch hooks keep Keras' async dispatch on
+            timer = harness.EpochTimes()  # epoch hooks keep Keras' async dispatch on
             models[name].fit(
                 x,
                 y,
                 batch_size=batch_size,
-                epochs=config["epochs_per_round"],
+                epochs=config.epochs_per_round,
                 verbose=0,
                 callbacks=[timer],
             )
@@ -144,7 +149,8 @@ RATIOS = [
 ]
 
 
-def report(all_results):
+def text_table(all_results):
+    """The timings and ratios of each jit setting as aligned text, for the console."""
     lines = []
     for jit_compile, results in all_results.items():
         lines.append(f"\njit_compile={jit_compile}")
@@ -170,17 +176,17 @@ def main(argv=None):
     config = CONFIGS["smoke" if args.smoke else "full"]
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(config["rows"], 40)).astype("float32")
-    y = rng.integers(0, 10, size=config["rows"]).astype("int32")
+    x = rng.normal(size=(config.rows, 40)).astype("float32")
+    y = rng.integers(0, 10, size=config.rows).astype("int32")
     keras.utils.set_random_seed(0)
     teacher = demo.make_teacher()  # speed does not depend on the teacher's weights
-    runs = make_runs(teacher, config["batch_size"])
+    runs = make_runs(teacher, config.batch_size)
 
     jit_values = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
     all_results = {}
     for jit_compile in jit_values:
         all_results[jit_compile] = measure(runs, x, y, config, jit_compile)
-        print(report({jit_compile: all_results[jit_compile]}), flush=True)
+        print(text_table({jit_compile: all_results[jit_compile]}), flush=True)
     if args.output:
         write_results(all_results, config, args.output, argv)
     return all_results
@@ -197,47 +203,12 @@ def ratios(results):
 def write_results(all_results, config, path, argv=None):
     """The timings, their ratios, the date, machine and command, as JSON."""
     payload = {
-        "command": common.command_line("speed", argv),
-        "config": config,
+        "command": cli.command_line("speed", argv),
+        "config": dataclasses.asdict(config),
         "results": {str(jit): results for jit, results in all_results.items()},
         "ratios": {str(jit): ratios(results) for jit, results in all_results.items()},
     }
-    return common.write_json(path, "speed", payload)
-
-
-def markdown_section(result):
-    """The BENCHMARKS.md section of a `write_results` file."""
-    parts = [
-        "## Speed: steps per second, ECL vs KD vs `keras.distillation.Distiller`",
-        "MNIST-1D-shaped random data (4200 rows of length 40), the demo's CNN teacher "
-        "and MLP student, Adam. ECL with k samples per input runs teacher and student on "
-        "(1 + k) x batch rows, so it is compared with KD on a batch of the same total "
-        "size: that ratio is the cost of sampling itself. Each figure is the median "
-        f"epoch time over {result['config']['rounds']} interleaved rounds of "
-        f"{result['config']['epochs_per_round']} epochs, after a first, untimed epoch "
-        "that traces and compiles. On this 2-core machine the ratios move by up to about "
-        "±10 % between back-to-back runs: read differences smaller than that as parity.",
-        f"Command: `{result['command']}`  \nDate: {result['date']}; machine: {result['machine']}.",
-    ]
-    for jit, results in result["results"].items():
-        rows = [
-            [
-                name,
-                r["batch_size"],
-                r["rows_per_step"],
-                f"{r['step_ms']:.2f}",
-                f"{r['steps_per_s']:.1f}",
-            ]
-            for name, r in results.items()
-        ]
-        table = common.markdown_table(
-            ["configuration", "batch", "rows/step", "ms/step", "steps/s"], rows
-        )
-        ratio_lines = "\n".join(
-            f"- {label}: **{value:.3f}**" for label, value in result["ratios"][jit].items()
-        )
-        parts.append(f"### jit_compile={jit}\n\n{table}\n\n{ratio_lines}")
-    return "\n\n".join(parts)
+    return report.write_json(path, "speed", payload)
 
 
 if __name__ == "__main__":

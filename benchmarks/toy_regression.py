@@ -7,20 +7,21 @@ training points (`mode="kd"`) and by Normal KL on the training points plus
 extracurricular inputs around them (ECL). Fidelity to the teacher is measured
 on a dense grid a bit wider than the data.
 
-Run `.venv/bin/python benchmarks/toy_regression.py`, or with `--smoke` for a run of seconds.
+Run `python -m benchmarks.toy_regression` from the repository root, or with `--smoke` for a
+run of seconds.
 """
 
+if not __package__:
+    raise SystemExit("Run it from the repository root: python -m benchmarks.toy_regression")
+
+import dataclasses
 import os
-import sys
 
-if __package__ in (None, ""):  # Run as a script: make `benchmarks` importable.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_ecl  # noqa: E402
-from benchmarks import common  # noqa: E402
+import keras_ecl
+from benchmarks import cli, harness, metrics, report
 
 NAME = "toy_regression"
 DATA_SEED = 7  # the data are fixed; seeds vary the training only
@@ -31,23 +32,32 @@ NUM_TEST = 2000
 DOMAIN = (-3.0, 3.0)
 GRID = (-3.5, 3.5, 1000)
 SUPERVISED_WEIGHT = 0.1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(harness.TrainConfig):
+    """`TrainConfig` plus ECL's synthetic inputs per training point."""
+
+    samples_per_example: int
+
+
 CONFIGS = {
-    "full": {
-        "teacher_epochs": 40,
-        "student_epochs": 100,
-        "batch_size": NUM_TRAIN,
-        "learning_rate": 3e-3,
-        "probe_epochs": 5,
-        "samples_per_example": 8,
-    },
-    "smoke": {
-        "teacher_epochs": 1,
-        "student_epochs": 1,
-        "batch_size": NUM_TRAIN,
-        "learning_rate": 3e-3,
-        "probe_epochs": 1,
-        "samples_per_example": 2,
-    },
+    "full": Config(
+        teacher_epochs=40,
+        student_epochs=100,
+        batch_size=NUM_TRAIN,
+        learning_rate=3e-3,
+        probe_epochs=5,
+        samples_per_example=8,
+    ),
+    "smoke": Config(
+        teacher_epochs=1,
+        student_epochs=1,
+        batch_size=NUM_TRAIN,
+        learning_rate=3e-3,
+        probe_epochs=1,
+        samples_per_example=2,
+    ),
 }
 CONTROLS = ("ECL", "KD-MSE", "KD-equal-time", "Identity")
 
@@ -104,7 +114,7 @@ def plot(models, x, y, path):
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, name in zip(axes, ("KD-MSE", "ECL"), strict=True):
         for model_name, color in (("teacher", "0.3"), (name, "C1" if name == "ECL" else "C0")):
-            loc, scale = common.normal_parameters(common.predict(models[model_name], grid))
+            loc, scale = harness.normal_parameters(harness.predict(models[model_name], grid))
             ax.plot(grid[:, 0], loc, color=color, label=f"{model_name} mean")
             ax.fill_between(
                 grid[:, 0],
@@ -116,46 +126,51 @@ def plot(models, x, y, path):
             )
         ax.plot(grid[:, 0], true_function(grid[:, 0]), "k:", label="f(x)")
         ax.scatter(x[:, 0], y[:, 0], s=12, color="k", zorder=3, label="training points")
-        ax.set_title(f"teacher vs student {common.LABELS[name].removeprefix('student ')}")
+        ax.set_title(f"teacher vs student {report.LABELS[name].removeprefix('student ')}")
         ax.set_xlabel("x")
         ax.legend(fontsize=7, loc="upper left")
     axes[0].set_ylim(-3, 3)
-    common.save_figure(figure, path)
+    report.save_figure(figure, path)
 
 
 def main(argv=None):
-    args, config = common.parse_args(__doc__, CONFIGS, argv)
+    args, config = cli.parse_args(__doc__, CONFIGS, argv)
     rng = np.random.default_rng(DATA_SEED)
     x, y = sample(NUM_TRAIN, rng)
     x_test, y_test = sample(NUM_TEST, rng)
     tiled = (np.tile(x, (TILES, 1)), np.tile(y, (TILES, 1)))
     grid = np.linspace(*GRID).astype("float32")[:, None]
-    teacher_on_grid = {}
 
-    def score(model):
-        loc, scale = common.normal_parameters(common.predict(model, grid))
-        if not teacher_on_grid:  # the teacher is scored first
-            teacher_on_grid.update(loc=loc, scale=scale)
-        test_loc, test_scale = common.normal_parameters(common.predict(model, x_test))
+    def score(model, teacher):
+        loc, scale = harness.normal_parameters(harness.predict(model, grid))
+        teacher_loc, teacher_scale = harness.normal_parameters(harness.predict(teacher, grid))
+        test_loc, test_scale = harness.normal_parameters(harness.predict(model, x_test))
         return {
-            "loc_rmse": common.rmse(loc, teacher_on_grid["loc"]),
-            "scale_rmse": common.rmse(scale, teacher_on_grid["scale"]),
-            "test_nll": common.gaussian_nll(y_test[:, 0], test_loc, test_scale),
-            "test_rmse": common.rmse(test_loc, y_test[:, 0]),
+            "loc_rmse": metrics.rmse(loc, teacher_loc),
+            "scale_rmse": metrics.rmse(scale, teacher_scale),
+            "test_nll": metrics.gaussian_nll(y_test[:, 0], test_loc, test_scale),
+            "test_rmse": metrics.rmse(test_loc, y_test[:, 0]),
         }
 
-    def run_one(seed):
-        teacher_on_grid.clear()
-        runs = common.student_options(
+    def runs(seed):
+        return harness.student_options(
             keras_ecl.heads.Normal(),
-            SUPERVISED_WEIGHT,
-            make_sampler(seed),
-            config["samples_per_example"],
-        )
-        return common.regression_seed(
-            NAME, seed, tiled, (make_teacher, make_student), runs, config, score
+            supervised_weight=SUPERVISED_WEIGHT,
+            sampler=make_sampler(seed),
+            samples_per_example=config.samples_per_example,
         )
 
+    loss = keras_ecl.losses.NegativeLogLikelihood(keras_ecl.heads.Normal())
+    task = harness.Task(
+        name=NAME,
+        data=tiled,
+        teacher=harness.trained_teacher(make_teacher, loss, data=tiled, config=config),
+        make_student=make_student,
+        runs=runs,
+        config=config,
+        score=score,
+        methods=harness.REGRESSION_METHODS,
+    )
     os.makedirs(args.output, exist_ok=True)
     figure = os.path.join(args.output, f"{NAME}.png")
 
@@ -163,26 +178,26 @@ def main(argv=None):
         if seed == args.seeds[0]:
             plot(models, x, y, figure)
 
-    per_seed = common.run_seeds(run_one, args.seeds, on_models)
-    summary = common.summarize(per_seed)
+    per_seed = harness.run(task, args.seeds, on_models)
+    summary = metrics.summarize(per_seed)
     result = {
         "title": "Toy 1-D regression: Normal-head teacher -> small student",
         "description": (
             f"f(x) = sin(3x) + 0.3x, {NUM_TRAIN} training points x ~ U{DOMAIN} (fixed, data "
             f"seed {DATA_SEED}), noise std 0.2 + 0.05x (0.05 to 0.35). Teacher: MLP SiLU "
             "64-64-64 with a Normal head and L2 1e-3, NLL. Student: MLP SiLU 32-32 with a "
-            f"Normal head. Teacher {config['teacher_epochs']} and students "
-            f"{config['student_epochs']} epochs of {TILES} passes over the points (tiled), "
-            f"batch {NUM_TRAIN}, Adam {config['learning_rate']}. "
+            f"Normal head. Teacher {config.teacher_epochs} and students "
+            f"{config.student_epochs} epochs of {TILES} passes over the points (tiled), "
+            f"batch {NUM_TRAIN}, Adam {config.learning_rate}. "
             "KD-MSE: the student's mean fits the teacher's mean by MSE (then one constant "
             "scale, the RMS training residual). KD: Normal KL on the training points "
             f"(`mode='kd'`, supervised weight {SUPERVISED_WEIGHT}). ECL: the same plus "
-            f"{config['samples_per_example']} samples per point from OneOf[MixUp(1.0), "
+            f"{config.samples_per_example} samples per point from OneOf[MixUp(1.0), "
             "GaussianNoise(0.3)], fixed a priori (no validation split here)."
         ),
-        "command": common.command_line(NAME, argv),
+        "command": cli.command_line(NAME, argv),
         "seeds": args.seeds,
-        "config": config,
+        "config": dataclasses.asdict(config),
         "columns": [
             ["loc_rmse", "mean RMSE vs teacher (grid)", 3],
             ["scale_rmse", "scale RMSE vs teacher (grid)", 3],
@@ -191,7 +206,7 @@ def main(argv=None):
             ["seconds", "train s", 1],
         ],
         "summary": summary,
-        "gap_closed": common.gaps(summary, "loc_rmse", False, CONTROLS),
+        "gap_closed": metrics.gaps(summary, "loc_rmse", False, CONTROLS),
         "per_seed": per_seed,
         "notes": [
             f"Grid: {GRID[2]} points on [{GRID[0]}, {GRID[1]}], wider than the data. "
@@ -200,12 +215,12 @@ def main(argv=None):
             "(RMSE_KD − RMSE) / RMSE_KD, the share of KD's mismatch that is removed.",
             "Test NLL: students may beat the teacher (a smoother fit can be better "
             "calibrated than the NLL-trained teacher); quoted as absolute figures.",
-            *common.control_notes(per_seed, config["student_epochs"]),
+            *report.control_notes(per_seed, config.student_epochs),
             "The figure shows the first seed.",
         ],
         "figures": [figure],
     }
-    return common.finish(NAME, result, args.output)
+    return report.finish(NAME, result, args.output)
 
 
 if __name__ == "__main__":

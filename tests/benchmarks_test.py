@@ -1,19 +1,21 @@
 """The benchmark helpers compute the metrics they claim, and every benchmark's smoke run works."""
 
+import dataclasses
 import importlib
 import json
 import math
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 from scipy import stats
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import cli, harness, metrics, report
 
-common = importlib.import_module("benchmarks.common")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPTS = ["toy_regression", "friedman1", "digits", "mnist1d", "speed", "run_all"]
 
 
 def test_ece_on_a_hand_example():
@@ -21,7 +23,7 @@ def test_ece_on_a_hand_example():
     probs = np.array([[0.9, 0.1], [0.1, 0.9], [0.6, 0.4]])
     labels = np.array([0, 0, 0])
     expected = 2 / 3 * abs(0.5 - 0.9) + 1 / 3 * abs(1.0 - 0.6)
-    assert common.expected_calibration_error(probs, labels) == pytest.approx(expected)
+    assert metrics.expected_calibration_error(probs, labels) == pytest.approx(expected)
 
 
 def test_ece_bins_are_closed_on_the_right():
@@ -30,23 +32,23 @@ def test_ece_bins_are_closed_on_the_right():
     labels = np.array([1, 0, 1, 0])
     expected = 1 / 4 * abs(0.0 - 0.5) + 3 / 4 * abs(1.0 - (0.8 + 0.7 + 1.0) / 3)
     assert expected == pytest.approx(0.25)
-    assert common.expected_calibration_error(probs, labels, num_bins=2) == pytest.approx(expected)
+    assert metrics.expected_calibration_error(probs, labels, num_bins=2) == pytest.approx(expected)
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy():
     probs = np.array([[0.75, 0.25]] * 4)
     labels = np.array([0, 0, 0, 1])
-    assert common.expected_calibration_error(probs, labels) == pytest.approx(0.0)
+    assert metrics.expected_calibration_error(probs, labels) == pytest.approx(0.0)
 
 
 def test_classification_metrics_match_a_direct_computation():
     logits = np.array([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0], [1.0, 1.0, 5.0]])
     labels = np.array([0, 2, 2])
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    metrics = common.classification_metrics(logits, labels)
-    assert metrics["accuracy"] == pytest.approx(2 / 3)
-    assert metrics["nll"] == pytest.approx(-np.log(probs[[0, 1, 2], labels]).mean())
-    assert metrics["ece"] == pytest.approx(common.expected_calibration_error(probs, labels))
+    scores = metrics.classification_metrics(logits, labels)
+    assert scores["accuracy"] == pytest.approx(2 / 3)
+    assert scores["nll"] == pytest.approx(-np.log(probs[[0, 1, 2], labels]).mean())
+    assert scores["ece"] == pytest.approx(metrics.expected_calibration_error(probs, labels))
 
 
 def test_gaussian_nll_matches_scipy():
@@ -54,26 +56,26 @@ def test_gaussian_nll_matches_scipy():
     y, loc = rng.normal(size=50), rng.normal(size=50)
     scale = rng.uniform(0.1, 2.0, size=50)
     expected = -stats.norm.logpdf(y, loc, scale).mean()
-    assert common.gaussian_nll(y, loc, scale) == pytest.approx(expected, rel=1e-12)
+    assert metrics.gaussian_nll(y, loc, scale) == pytest.approx(expected, rel=1e-12)
 
 
 def test_gap_closed():
-    assert common.gap_closed(0.84, 0.66, 0.96) == pytest.approx(0.6)
+    assert metrics.gap_closed(0.84, 0.66, 0.96) == pytest.approx(0.6)
     # Errors: lower is better, same share of the gap.
-    assert common.gap_closed(0.3, 0.5, 0.1, higher_is_better=False) == pytest.approx(0.5)
-    assert common.gap_closed(0.9, 0.66, 0.96) > 0.0
+    assert metrics.gap_closed(0.3, 0.5, 0.1, higher_is_better=False) == pytest.approx(0.5)
+    assert metrics.gap_closed(0.9, 0.66, 0.96) > 0.0
     # A student worse than KD closes a negative share.
-    assert common.gap_closed(0.6, 0.66, 0.96) < 0.0
+    assert metrics.gap_closed(0.6, 0.66, 0.96) < 0.0
     # Not quoted where the teacher is not better than KD.
-    assert common.gap_closed(0.7, 0.66, 0.66) is None
-    assert common.gap_closed(0.3, 0.2, 0.4, higher_is_better=False) is None
+    assert metrics.gap_closed(0.7, 0.66, 0.66) is None
+    assert metrics.gap_closed(0.3, 0.2, 0.4, higher_is_better=False) is None
 
 
 def test_mean_std_uses_the_sample_std():
-    mean, std = common.mean_std([1.0, 2.0, 3.0])
+    mean, std = metrics.mean_std([1.0, 2.0, 3.0])
     assert (mean, std) == (2.0, 1.0)
-    assert common.mean_std([0.5]) == (0.5, 0.0)
-    assert common.format_mean_std([1.0, 2.0, 3.0], digits=2) == "2.00 ± 1.00"
+    assert metrics.mean_std([0.5]) == (0.5, 0.0)
+    assert metrics.format_mean_std([1.0, 2.0, 3.0], digits=2) == "2.00 ± 1.00"
 
 
 def test_set_constant_scale_gives_that_scale_everywhere():
@@ -89,34 +91,78 @@ def test_set_constant_scale_gives_that_scale_everywhere():
         ]
     )
     x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
-    loc_before, _ = common.normal_parameters(common.predict(model, x))
-    common.set_constant_scale(model, 0.7)
-    loc, scale = common.normal_parameters(common.predict(model, x))
+    loc_before, _ = harness.normal_parameters(harness.predict(model, x))
+    harness.set_constant_scale(model, 0.7)
+    loc, scale = harness.normal_parameters(harness.predict(model, x))
     np.testing.assert_allclose(scale, 0.7, rtol=1e-5)
     np.testing.assert_allclose(loc, loc_before, rtol=1e-6)
 
 
 def test_markdown_table():
-    table = common.markdown_table(["a", "b"], [["1", "2"]])
+    table = report.markdown_table(["a", "b"], [["1", "2"]])
     assert table.splitlines() == ["| a | b |", "| --- | --- |", "| 1 | 2 |"]
 
 
-@pytest.mark.large
-@pytest.mark.parametrize("name", ["toy_regression", "friedman1", "digits", "mnist1d"])
+def test_run_trains_every_method_per_seed_and_summarizes_over_seeds():
+    # Stand-ins for models: `run` hands them to the task's own callables only.
+    def train(trial):
+        return harness.Trained(trial.teacher, 1.0, 0.5, extra={"probe": trial.runs["seed"]})
+
+    task = harness.Task(
+        name="fake",
+        data=(None, None),
+        teacher=lambda seed: (f"teacher {seed}", 10.0 + seed),
+        make_student=None,
+        runs=lambda seed: {"seed": seed},
+        config=None,
+        score=lambda model, teacher: {"m": float(teacher[-1])},
+        methods=(harness.Method("A", train),),
+    )
+    seen = []
+    per_seed = harness.run(task, [0, 1], on_models=lambda seed, models: seen.append(models))
+    assert seen == [
+        {"teacher": "teacher 0", "A": "teacher 0"},
+        {"teacher": "teacher 1", "A": "teacher 1"},
+    ]
+    assert per_seed[1] == {
+        "seed": 1,
+        "models": {"teacher": {"m": 1.0, "seconds": 11.0}, "A": {"m": 1.0, "seconds": 1.0}},
+        "probe": 1,
+        "median_epoch_seconds": {"A": 0.5},
+    }
+    summary = metrics.summarize(per_seed)
+    assert summary["A"]["m"] == {"mean": 0.5, "std": pytest.approx(0.5**0.5), "values": [0.0, 1.0]}
+
+
+# Each smoke run traces some ten models (about 12-16 s on 2 shared cores). friedman1 (regression,
+# ensemble teacher, sweep) and mnist1d (classification, Keras' Distiller, the demo's models)
+# reach every harness path in `make test`; the other two add ~27 s, so they run in `make test-all`.
+@pytest.mark.parametrize(
+    "name",
+    [
+        "friedman1",
+        "mnist1d",
+        pytest.param("toy_regression", marks=pytest.mark.large),
+        pytest.param("digits", marks=pytest.mark.large),
+    ],
+)
 def test_smoke_run_writes_results(name, tmp_path):
     module = importlib.import_module(f"benchmarks.{name}")
-    result = module.main(["--smoke", "--seeds", "0", "1", "--output", str(tmp_path)])
-    with open(tmp_path / f"{name}.json") as file:
-        saved = json.load(file)
-    assert saved["seeds"] == [0, 1]
+    argv = ["--smoke", "--seeds", "0", "--output", str(tmp_path)]
+    result = module.main(argv)
+    saved = json.loads((tmp_path / f"{name}.json").read_text())
+    assert saved["seeds"] == [0]
+    assert saved["command"] == " ".join(["python -m", f"benchmarks.{name}", *argv])
+    assert saved["config"] == json.loads(json.dumps(dataclasses.asdict(module.CONFIGS["smoke"])))
+    assert saved["machine"]["cores"] >= 1
     models = {"teacher", "ERM", "KD", "ECL", "KD-equal-time", "Identity"}
     assert models <= set(saved["summary"])
-    for model, metrics in saved["summary"].items():
-        assert len(metrics["seconds"]["values"]) == 2, model
-        for values in metrics.values():
+    for model, scores in saved["summary"].items():
+        assert len(scores["seconds"]["values"]) == 1, model
+        for values in scores.values():
             assert all(math.isfinite(v) for v in values["values"]), model
     assert all(run["kd_equal_time"]["epochs"] >= 1 for run in saved["per_seed"])
-    section = common.markdown_section(result)
+    section = report.markdown_section(result)
     assert section.startswith(f"## {saved['title']}")
     assert "± " in section
     for figure in saved.get("figures", []):
@@ -128,9 +174,10 @@ def test_report_is_built_from_result_files(tmp_path):
     result = {
         "title": "Tiny",
         "description": "A hand-made result.",
-        "command": "python benchmarks/tiny.py",
+        # As written before the benchmarks were a package.
+        "command": ".venv/bin/python benchmarks/tiny.py --seeds 0 1",
         "date": "2026-11-25 12:00 UTC",
-        "machine": common.MACHINE,
+        "machine": "2-core CPU, no GPU",
         "seeds": [0, 1],
         "columns": [["accuracy", "test accuracy", 3]],
         "summary": {
@@ -141,16 +188,70 @@ def test_report_is_built_from_result_files(tmp_path):
         "gap_closed": {"metric": "accuracy", "values": {"ECL": 2 / 3}},
     }
     (tmp_path / "mnist1d.json").write_text(json.dumps(result))
-    report = tmp_path / "BENCHMARKS.md"
-    run_all.write_report(str(tmp_path), str(report))
-    text = report.read_text()
+    path = tmp_path / "BENCHMARKS.md"
+    run_all.write_report(str(tmp_path), str(path))
+    text = path.read_text()
     assert "## Tiny" in text
+    assert "Command: `python -m benchmarks.tiny --seeds 0 1`" in text
+    assert "machine: 2-core CPU, no GPU." in text
     assert "| student ECL | 0.800 ± 0.000 | 66.7% |" in text
     assert "| student KD (keras_ecl, mode='kd') | 0.600 ± 0.141 |  |" in text
     # The summary heads the report: ECL closes (0.8 - 0.6) / (0.9 - 0.6) of the gap.
     summary = text.split("## Summary")[1].split("## Tiny")[0]
     assert "| Tiny | test accuracy (higher is better) | 0.900 ± 0.000 | 0.600 ± 0.141 |" in summary
     assert summary.strip().endswith("| 66.7% |")
+
+
+def test_configs_are_frozen_and_reject_unknown_fields():
+    sizes = dict(teacher_epochs=1, student_epochs=1, batch_size=8, learning_rate=1e-3)
+    with pytest.raises(TypeError, match="probe_epoch"):
+        harness.TrainConfig(**sizes, probe_epoch=1)
+    digits = importlib.import_module("benchmarks.digits")
+    with pytest.raises(TypeError, match="samples_per_exmple"):
+        digits.Config(**sizes, probe_epochs=1, sweep=("MixUp",), samples_per_exmple=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        digits.CONFIGS["smoke"].student_epochs = 3
+
+
+def test_machine_is_detected_at_run_time():
+    machine = report.machine()
+    assert set(machine) == {
+        "cpu",
+        "cores",
+        "gpus",
+        "python",
+        "tensorflow",
+        "keras",
+        "tensorflow_probability",
+        "keras_ecl",
+    }
+    assert machine["cpu"].strip() and machine["cores"] >= 1
+    line = report.describe_machine(machine)
+    assert line.startswith(f"{machine['cpu']} ({machine['cores']} cores)")
+    assert f"TensorFlow {machine['tensorflow']}" in line
+    # Result files from before the detection hold a plain string, shown as it is.
+    assert report.describe_machine("2-core CPU, no GPU") == "2-core CPU, no GPU"
+
+
+def test_command_line_is_the_module_form():
+    assert cli.command_line("digits", ["--seeds", "0"]) == "python -m benchmarks.digits --seeds 0"
+    old = ".venv/bin/python benchmarks/digits.py --train-rows 250 --seeds 0 1 2"
+    shown = "python -m benchmarks.digits --train-rows 250 --seeds 0 1 2"
+    assert report.shown_command(old) == shown
+    assert report.shown_command(shown) == shown
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_running_a_file_says_to_run_the_module(name):
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{name}.py", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"Run it from the repository root: python -m benchmarks.{name}\n"
 
 
 def test_moment_matched_normal_has_the_mixture_mean_and_variance():
@@ -170,6 +271,18 @@ def test_moment_matched_normal_has_the_mixture_mean_and_variance():
     loc, scale = head.split(keras.ops.convert_to_tensor(outputs))
     assert float(loc[0, 0]) == pytest.approx(2.0, rel=1e-5)
     assert float(scale[0, 0]) == pytest.approx(np.sqrt(3.5), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["digits", "friedman1"])
+def test_every_swept_sampler_draws_inputs_of_its_benchmark(name):
+    # The smoke runs sweep fewer samplers than the full runs: draw from all of them here.
+    module = importlib.import_module(f"benchmarks.{name}")
+    shape = (8, 8, 1) if name == "digits" else (10,)
+    x = np.random.default_rng(0).uniform(size=(4, *shape)).astype("float32")
+    for sampler in module.CONFIGS["full"].sweep:
+        draws = module.make_sampler(sampler, seed=0)(x, num_samples=2)
+        assert draws.shape == (8, *shape), sampler
+        assert np.isfinite(np.asarray(draws)).all(), sampler
 
 
 def test_digits_subset_is_stratified_and_keeps_the_evaluation_splits():

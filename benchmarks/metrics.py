@@ -1,0 +1,107 @@
+"""Metrics and statistics of the benchmarks, in plain NumPy from the models' raw outputs.
+
+Every model (ours, Keras' `Distiller`, a plain `fit`) is scored by these same functions, so
+no framework metric can differ between them. Nothing here imports Keras or TensorFlow, so the
+report is rebuilt from the JSON results without loading either.
+"""
+
+import numpy as np
+
+ECE_BINS = 15
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    values = np.asarray(values, dtype=np.float64)
+    std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return float(values.mean()), std
+
+
+def format_mean_std(values, digits=3):
+    """`"0.842 ± 0.010"` for a list of per-seed values."""
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def gap_closed(value, kd_value, teacher_value, higher_is_better=True):
+    """Share of the teacher–KD gap that `value` closes, or None if the teacher is not better.
+
+    For accuracy `(value - kd) / (teacher - kd)`; for an error (RMSE, NLL) the
+    same ratio with the signs flipped, `(kd - value) / (kd - teacher)`.
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    gap = sign * (teacher_value - kd_value)
+    if gap <= 0:
+        return None
+    return sign * (value - kd_value) / gap
+
+
+def log_softmax(logits):
+    """Log-probabilities from logits, shifted by the row maximum for stability."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def expected_calibration_error(probs, labels, num_bins=ECE_BINS):
+    """ECE over `num_bins` equal-width confidence bins `(i/B, (i+1)/B]`.
+
+    `sum_b n_b / n * |accuracy_b - mean confidence_b|`, with the confidence
+    the top-class probability (Guo et al., 2017).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    confidence = probs.max(axis=-1)
+    correct = probs.argmax(axis=-1) == labels
+    bins = np.clip(np.ceil(confidence * num_bins).astype(int) - 1, 0, num_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(ece)
+
+
+def classification_metrics(logits, labels):
+    """Accuracy, NLL (mean cross-entropy at temperature 1) and ECE from logits."""
+    labels = np.asarray(labels).astype(int)
+    log_probs = log_softmax(logits)
+    return {
+        "accuracy": float((log_probs.argmax(axis=-1) == labels).mean()),
+        "nll": float(-log_probs[np.arange(len(labels)), labels].mean()),
+        "ece": expected_calibration_error(np.exp(log_probs), labels),
+    }
+
+
+def gaussian_nll(y, loc, scale):
+    """Mean negative log-density of `y` under `Normal(loc, scale)`."""
+    y, loc, scale = (np.asarray(a, dtype=np.float64) for a in (y, loc, scale))
+    return float(np.mean(0.5 * np.log(2 * np.pi * scale**2) + 0.5 * ((y - loc) / scale) ** 2))
+
+
+def rmse(a, b):
+    """Root mean squared difference of two arrays."""
+    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
+
+
+def summarize(per_seed):
+    """`{model: {metric: {"mean", "std", "values"}}}` over the per-seed results."""
+    models = per_seed[0]["models"]
+    summary = {}
+    for model, metrics in models.items():
+        summary[model] = {}
+        for metric in metrics:
+            values = [run["models"][model][metric] for run in per_seed]
+            mean, std = mean_std(values)
+            summary[model][metric] = {"mean": mean, "std": std, "values": values}
+    return summary
+
+
+def gaps(summary, metric, higher_is_better, models):
+    """Gap closed vs KD for `models` on `metric`, from the means over seeds."""
+    teacher, kd = summary["teacher"][metric]["mean"], summary["KD"][metric]["mean"]
+    values = {
+        model: gap_closed(summary[model][metric]["mean"], kd, teacher, higher_is_better)
+        for model in models
+        if model in summary
+    }
+    return {"metric": metric, "values": values}

@@ -1,0 +1,269 @@
+"""Result files and the markdown report: JSON in, BENCHMARKS.md sections and figures out.
+
+Each run writes one JSON file with its command, date and the machine detected at run time, and
+the report is rebuilt from those files alone. Only `machine()` and figures load more than the
+standard library and NumPy, and only when called, so rebuilding the report trains nothing.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import re
+
+from benchmarks import metrics
+
+CLASSIFICATION_COLUMNS = [  # [metric, table header, digits]
+    ["accuracy", "test accuracy", 3],
+    ["nll", "test NLL", 3],
+    ["ece", f"test ECE ({metrics.ECE_BINS} bins)", 3],
+    ["seconds", "train s", 0],
+]
+
+# Model keys shared by the benchmarks, and how tables name them.
+LABELS = {
+    "teacher": "teacher",
+    "ERM": "student ERM",
+    "KD": "student KD (keras_ecl, mode='kd')",
+    "KD-keras": "student KD (keras.distillation.Distiller)",
+    "KD-MSE": "student KD, MSE to the teacher's mean",
+    "ECL": "student ECL",
+    "KD-equal-time": "control: KD at ECL's wall-clock",
+    "Identity": "control: ECL with the identity sampler",
+}
+SUMMARY_MODELS = ("teacher", "KD", "KD-keras", "ECL", "KD-equal-time", "Identity")
+
+
+# The machine.
+
+
+def machine():
+    """The machine a run is on: CPU model, core count, GPUs and library versions."""
+    import keras
+    import tensorflow as tf
+
+    import keras_ecl
+
+    gpus = [
+        tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "gpus": gpus,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        # Importing TFP takes seconds (and tf-keras) for a version string.
+        "tensorflow_probability": importlib.metadata.version("tensorflow-probability"),
+        "keras_ecl": keras_ecl.__version__,
+    }
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine(machine):
+    """One line for a result's `machine`; files written before detection hold a string."""
+    if isinstance(machine, str):
+        return machine
+    gpus = ", ".join(machine["gpus"]) or "no GPU"
+    return (
+        f"{machine['cpu']} ({machine['cores']} cores), {gpus}; Python {machine['python']}, "
+        f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, "
+        f"TFP {machine['tensorflow_probability']}, keras_ecl {machine['keras_ecl']}"
+    )
+
+
+def shown_command(command):
+    """A result's command as it runs today.
+
+    Files written before the benchmarks became a package name the script
+    (`.venv/bin/python benchmarks/digits.py ...`); the module form replaces it.
+    """
+    return re.sub(r"^\S*python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", command)
+
+
+# Result files.
+
+
+def write_json(path, name, payload):
+    """Writes `payload` to `path` under `name`, with the date and the machine; returns it."""
+    payload = {
+        "name": name,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        **payload,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as file:
+        json.dump(payload, file, indent=2)
+    print(f"Wrote {path}", flush=True)
+    return payload
+
+
+def write_results(name, payload, output):
+    """Writes `<output>/<name>.json` (see `write_json`); returns what it wrote."""
+    return write_json(os.path.join(output, f"{name}.json"), name, payload)
+
+
+def finish(name, result, output):
+    """Writes the result file, prints its table and returns the result."""
+    result = write_results(name, result, output)
+    print(results_table(result), flush=True)
+    return result
+
+
+# Notes shared by the benchmarks.
+
+
+def control_notes(per_seed, epochs):
+    """How the two controls were run, with the equal-time KD epochs per seed."""
+    equal = [run["kd_equal_time"]["epochs"] for run in per_seed]
+    return [
+        f"KD at ECL's wall-clock: KD trained for round({epochs} × ECL epoch s / KD epoch s) "
+        "epochs, both epoch times measured back to back right before (median of "
+        f"interleaved epochs); epochs per seed: {equal}.",
+        "Identity control: `mode='ecl'` with `samplers.Identity()`. Its synthetic inputs "
+        "are the real batch, so its teacher term equals KD's and only the sampling differs "
+        "from ECL; samples_per_example=1 suffices since the loss is the same for every k.",
+    ]
+
+
+def sweep_note(sweep, metric_names):
+    """One line listing a sampler sweep's validation figures and its choice."""
+    rows = ", ".join(
+        f"{label}: " + " / ".join(f"{values[f'val_{m}']:.3f}" for m in metric_names)
+        for label, values in sweep["results"].items()
+    )
+    return (
+        f"Sampler sweep (seed {sweep['seed']}, validation {' / '.join(metric_names)}; KD for "
+        f"reference): {rows}. Chosen: {sweep['choice']}."
+    )
+
+
+# Markdown.
+
+
+def markdown_table(headers, rows):
+    """A GitHub markdown table from a header row and rows of strings."""
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_table(result):
+    """The mean ± std table of a result file, with a gap-closed column if any."""
+    columns = result["columns"]  # [[metric, header, digits], ...]
+    gap = result.get("gap_closed", {})
+    headers = ["model", *(header for _, header, _ in columns)]
+    if gap:
+        headers.append(f"gap closed vs KD ({gap['metric']})")
+    rows = []
+    for model, model_metrics in result["summary"].items():
+        row = [LABELS.get(model, model)]
+        for metric, _, digits in columns:
+            values = model_metrics.get(metric)
+            row.append(metrics.format_mean_std(values["values"], digits) if values else "")
+        if gap:
+            value = gap["values"].get(model)
+            row.append("" if value is None else f"{value:.1%}")
+        rows.append(row)
+    return markdown_table(headers, rows)
+
+
+def markdown_section(result):
+    """A BENCHMARKS.md section for one accuracy result file."""
+    seeds = ", ".join(str(s) for s in result["seeds"])
+    parts = [
+        f"## {result['title']}",
+        result["description"],
+        f"Command: `{shown_command(result['command'])}`  \nDate: {result['date']}; "
+        f"seeds {seeds}; machine: {describe_machine(result['machine'])}. "
+        f"Mean ± sample std over {len(result['seeds'])} seed(s).",
+        results_table(result),
+    ]
+    if result.get("notes"):
+        parts.append("\n".join(f"- {note}" for note in result["notes"]))
+    for figure in result.get("figures", []):
+        parts.append(f"![{result['title']}]({figure})")
+    return "\n\n".join(parts)
+
+
+def summary_table(results, headlines):
+    """One row per benchmark: its headline metric for each model, mean ± std.
+
+    `headlines` maps each name of `results` to `(metric, label, higher is better)`.
+    """
+    headers = ["benchmark", "metric", *(LABELS[m] for m in SUMMARY_MODELS)]
+    headers.append("ECL gap closed vs KD")
+    rows = []
+    for name, result in results.items():
+        metric, label, higher = headlines[name]
+        summary = result["summary"]
+        row = [result["title"].split(":")[0], label + (" (higher is better)" if higher else "")]
+        for model in SUMMARY_MODELS:
+            values = summary.get(model, {}).get(metric)
+            row.append(metrics.format_mean_std(values["values"]) if values else "")
+        kd, teacher, ecl = (
+            metrics.mean_std(summary[model][metric]["values"])[0]
+            for model in ("KD", "teacher", "ECL")
+        )
+        gap = metrics.gap_closed(ecl, kd, teacher, higher)
+        row.append("not quoted: teacher not better than KD" if gap is None else f"{gap:.1%}")
+        rows.append(row)
+    return markdown_table(headers, rows)
+
+
+def speed_section(result):
+    """The BENCHMARKS.md section of the speed benchmark's result file."""
+    parts = [
+        "## Speed: steps per second, ECL vs KD vs `keras.distillation.Distiller`",
+        "MNIST-1D-shaped random data (4200 rows of length 40), the demo's CNN teacher "
+        "and MLP student, Adam. ECL with k samples per input runs teacher and student on "
+        "(1 + k) x batch rows, so it is compared with KD on a batch of the same total "
+        "size: that ratio is the cost of sampling itself. Each figure is the median "
+        f"epoch time over {result['config']['rounds']} interleaved rounds of "
+        f"{result['config']['epochs_per_round']} epochs, after a first, untimed epoch "
+        "that traces and compiles. On this 2-core machine the ratios move by up to about "
+        "±10 % between back-to-back runs: read differences smaller than that as parity.",
+        f"Command: `{shown_command(result['command'])}`  \nDate: {result['date']}; "
+        f"machine: {describe_machine(result['machine'])}.",
+    ]
+    for jit, results in result["results"].items():
+        rows = [
+            [
+                name,
+                r["batch_size"],
+                r["rows_per_step"],
+                f"{r['step_ms']:.2f}",
+                f"{r['steps_per_s']:.1f}",
+            ]
+            for name, r in results.items()
+        ]
+        table = markdown_table(["configuration", "batch", "rows/step", "ms/step", "steps/s"], rows)
+        ratio_lines = "\n".join(
+            f"- {label}: **{value:.3f}**" for label, value in result["ratios"][jit].items()
+        )
+        parts.append(f"### jit_compile={jit}\n\n{table}\n\n{ratio_lines}")
+    return "\n\n".join(parts)
+
+
+def save_figure(figure, path):
+    """Saves a matplotlib figure at 100 dpi and closes it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,1 @@
+"""Runnable examples, importable as a package so the benchmarks reuse the MNIST-1D demo."""
