@@ -43,18 +43,12 @@ CONFIGS = {
         samples_per_example=4,
         sweep=("MixUp", "CutMix", "RandAugment", "OneOf[MixUp, CutMix]", "OneOf[all]"),
     ),
-    # Two samplers cover both branches of `make_sampler` and a real choice; RandAugment,
-    # whose every trace costs seconds, is drawn from in `tests/benchmarks_test.py` instead.
-    "smoke": Config(
-        teacher_epochs=1,
-        student_epochs=1,
-        batch_size=100,
-        learning_rate=1e-3,
-        probe_epochs=1,
-        samples_per_example=1,
-        sweep=("MixUp", "OneOf[MixUp, CutMix]"),
-    ),
 }
+# Two samplers cover both branches of `make_sampler` and a real choice; RandAugment,
+# whose every trace costs seconds, is drawn from in `tests/benchmarks_test.py` instead.
+CONFIGS["smoke"] = CONFIGS["full"].smoke(
+    samples_per_example=1, sweep=("MixUp", "OneOf[MixUp, CutMix]")
+)
 CONTROLS = ("ECL", "KD-keras", "KD-equal-time", "Identity")
 
 

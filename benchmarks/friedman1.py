@@ -48,19 +48,11 @@ CONFIGS = {
         samples_per_example=4,
         sweep=("Gaussian 0.1", "Gaussian 0.3", "Gaussian 0.5", "MixUp 1.0", "OneOf"),
     ),
-    # Two members: their names must differ in the ensemble model.
-    "smoke": Config(
-        teacher_epochs=1,
-        teacher_members=2,
-        patience=1,
-        student_epochs=1,
-        batch_size=64,
-        learning_rate=1e-3,
-        probe_epochs=1,
-        samples_per_example=1,
-        sweep=("OneOf",),
-    ),
 }
+# Two members: their names must differ in the ensemble model.
+CONFIGS["smoke"] = CONFIGS["full"].smoke(
+    teacher_members=2, patience=1, samples_per_example=1, sweep=("OneOf",)
+)
 CONTROLS = ("ECL", "KD-MSE", "KD-equal-time", "Identity")
 
 

@@ -37,6 +37,11 @@ class TrainConfig:
     train_rows: int | None = None
     test_rows: int | None = None
 
+    def smoke(self, **changes):
+        """This config with one epoch of everything (a run of seconds), and `changes`."""
+        one_epoch = dict(teacher_epochs=1, student_epochs=1, probe_epochs=1)
+        return dataclasses.replace(self, **{**one_epoch, **changes})
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Task:

@@ -26,16 +26,8 @@ CONFIGS = {
         learning_rate=1e-3,
         probe_epochs=3,
     ),
-    "smoke": harness.TrainConfig(
-        teacher_epochs=1,
-        student_epochs=1,
-        batch_size=100,
-        learning_rate=1e-3,
-        probe_epochs=1,
-        train_rows=300,
-        test_rows=200,
-    ),
 }
+CONFIGS["smoke"] = CONFIGS["full"].smoke(train_rows=300, test_rows=200)
 CONTROLS = ("ECL", "KD-keras", "KD-equal-time", "Identity")
 
 

@@ -50,15 +50,8 @@ CONFIGS = {
         probe_epochs=5,
         samples_per_example=8,
     ),
-    "smoke": Config(
-        teacher_epochs=1,
-        student_epochs=1,
-        batch_size=NUM_TRAIN,
-        learning_rate=3e-3,
-        probe_epochs=1,
-        samples_per_example=2,
-    ),
 }
+CONFIGS["smoke"] = CONFIGS["full"].smoke(samples_per_example=2)
 CONTROLS = ("ECL", "KD-MSE", "KD-equal-time", "Identity")
 
 

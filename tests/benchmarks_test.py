@@ -134,18 +134,10 @@ def test_run_trains_every_method_per_seed_and_summarizes_over_seeds():
     assert summary["A"]["m"] == {"mean": 0.5, "std": pytest.approx(0.5**0.5), "values": [0.0, 1.0]}
 
 
-# Each smoke run traces some ten models (about 12-16 s on 2 shared cores). friedman1 (regression,
-# ensemble teacher, sweep) and mnist1d (classification, Keras' Distiller, the demo's models)
-# reach every harness path in `make test`; the other two add ~27 s, so they run in `make test-all`.
-@pytest.mark.parametrize(
-    "name",
-    [
-        "friedman1",
-        "mnist1d",
-        pytest.param("toy_regression", marks=pytest.mark.large),
-        pytest.param("digits", marks=pytest.mark.large),
-    ],
-)
+# Each smoke run traces some ten models (about 12-16 s on 2 shared cores): all
+# four run in `make test`, none in `make test-fast`.
+@pytest.mark.large
+@pytest.mark.parametrize("name", ["friedman1", "mnist1d", "toy_regression", "digits"])
 def test_smoke_run_writes_results(name, tmp_path):
     module = importlib.import_module(f"benchmarks.{name}")
     argv = ["--smoke", "--seeds", "0", "--output", str(tmp_path)]

@@ -31,6 +31,7 @@ def mock_cifar100(num_examples):
     )
 
 
+@pytest.mark.large
 def test_smoke_run_goes_through_tfds_and_prints_the_table(tmp_path, capsys):
     with mock_cifar100(64):
         accuracies = cifar100.main(["--smoke", "--output-dir", str(tmp_path)])

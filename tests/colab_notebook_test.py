@@ -54,6 +54,7 @@ def test_install_cell_names_the_missing_repository(monkeypatch):
         exec(code_cells()[1], {"KERAS_ECL_REPO": ""})
 
 
+@pytest.mark.large
 def test_cpu_smoke_path_runs_every_cell(tmp_path, monkeypatch, capsys):
     matplotlib.use("Agg")  # plt.show() returns at once
     monkeypatch.chdir(tmp_path)

@@ -14,6 +14,7 @@ def python_blocks(path):
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
+@pytest.mark.large
 def test_readme_snippets_run_as_written_in_order(tmp_path, monkeypatch):
     quickstart, export, distributed, resume = python_blocks(ROOT / "README.md")[:4]
     monkeypatch.chdir(tmp_path)
@@ -41,6 +42,7 @@ def test_readme_snippets_run_as_written_in_order(tmp_path, monkeypatch):
     assert not (tmp_path / "backups" / "student").exists()  # removed at the end
 
 
+@pytest.mark.large
 def test_demo_smoke_runs_end_to_end(tmp_path):
     result = subprocess.run(
         [

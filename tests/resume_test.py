@@ -201,6 +201,7 @@ def kill_point():
     return rng.randint(1, EPOCHS - 3), rng.uniform(0.0, 0.3), seed
 
 
+@pytest.mark.large
 def test_killed_run_resumes_from_its_backup_to_identical_weights(tmp_path):
     epoch, delay, seed = kill_point()
     context = f"killed {delay:.2f} s after epoch {epoch} (KERAS_ECL_KILL_SEED={seed})"

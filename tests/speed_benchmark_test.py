@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from benchmarks import report, speed
 
 
+@pytest.mark.large
 def test_smoke_run_times_every_configuration(tmp_path, capsys):
     output = tmp_path / "speed.json"
     argv = ["--smoke", "--jit", "off", "--output", str(output)]
