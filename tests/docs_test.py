@@ -1,9 +1,10 @@
-"""The README quickstart runs as written, and the main job's smoke variant runs."""
+"""The README and CONTRIBUTING snippets run as written, and the main job's smoke variant runs."""
 
 import pathlib
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -85,3 +86,43 @@ def test_public_docstrings_have_examples(module):
         if name in ("Head", "Sampler"):
             continue  # base classes document the contract, not a use
         assert "Example:" in (obj.__doc__ or ""), f"{module}.{name} has no Example"
+
+
+CONTRIBUTING_CHECK = """
+import numpy as np
+import keras_ecl
+from tests import testing
+
+sampler = keras_ecl.samplers.get("uniform_noise")
+assert type(sampler).__name__ == "UniformNoise", sampler
+assert "UniformNoise" in keras_ecl.samplers.SAMPLERS.examples()
+testing.run_serialization_test(sampler)
+x, y = testing.classification_data()
+distiller = testing.make_distiller(sampler="uniform_noise", samples_per_example=2)
+testing.short_fit(distiller, x, y)
+head = keras_ecl.heads.get("logistic")
+raw = np.zeros((2, 2), "float32")
+assert np.isfinite(head.negative_log_likelihood(np.zeros((2, 1)), raw)).all()
+try:
+    head.kl_divergence(raw, raw)
+except NotImplementedError:
+    print("walkthrough ok")
+"""
+
+
+def test_contributing_walkthrough_registers_a_sampler_and_a_head_that_work():
+    # In a subprocess: registering classes must not leak into the other tests.
+    sampler, head = python_blocks(ROOT / "CONTRIBUTING.md")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "\n".join(map(textwrap.dedent, [sampler, head, CONTRIBUTING_CHECK])),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "walkthrough ok" in result.stdout
