@@ -11,6 +11,8 @@ import os
 
 import tensorflow as tf
 
+__all__ = ["get_strategy"]
+
 # Environment variables that say a TPU is attached (Cloud TPU, legacy Colab).
 _TPU_ENVIRONMENT = ("TPU_NAME", "COLAB_TPU_ADDR")
 # Device files of a TPU VM (the current Colab TPU runtime is one).

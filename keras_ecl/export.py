@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from keras_ecl import heads as heads_lib
 
+__all__ = ["FORMATS", "QUANTIZATIONS", "export_student", "tflite_predict"]
+
 FORMATS = ("tf_saved_model", "tflite")
 QUANTIZATIONS = (None, "dynamic_range", "float16", "int8")
 # Where students go when no path is given.
