@@ -13,6 +13,7 @@ if not __package__:
     raise SystemExit("Run it from the repository root: python -m benchmarks.friedman1")
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -28,12 +29,10 @@ SUPERVISED_WEIGHT = 0.1
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config(harness.TrainConfig):
-    """`TrainConfig` plus the teacher ensemble, ECL's samples and the swept samplers."""
+    """`TrainConfig` plus the teacher ensemble."""
 
     teacher_members: int
     patience: int  # early stopping of each member, in epochs
-    samples_per_example: int
-    sweep: tuple[str, ...]
 
 
 CONFIGS = {
@@ -44,16 +43,10 @@ CONFIGS = {
         student_epochs=200,
         batch_size=64,
         learning_rate=1e-3,
-        probe_epochs=5,
-        samples_per_example=4,
-        sweep=("Gaussian 0.1", "Gaussian 0.3", "Gaussian 0.5", "MixUp 1.0", "OneOf"),
     ),
 }
 # Two members: their names must differ in the ensemble model.
-CONFIGS["smoke"] = CONFIGS["full"].smoke(
-    teacher_members=2, patience=1, samples_per_example=1, sweep=("OneOf",)
-)
-CONTROLS = ("ECL", "KD-MSE", "KD-equal-time", "Identity")
+CONFIGS["smoke"] = CONFIGS["full"].smoke(teacher_members=2, patience=1)
 
 
 def noise_scale(x):
@@ -146,23 +139,27 @@ def make_student():
     return make_mlp([16], "mlp_student")
 
 
-def make_sampler(name, seed):
-    """One of the swept samplers (scales in standardised input units), seeded from `seed`."""
-    samplers = keras_ecl.samplers
-    if name.startswith("Gaussian"):
-        return samplers.GaussianNoise(scale=float(name.split()[1]), seed=seed)
-    if name.startswith("MixUp"):
-        return samplers.MixUp(alpha=float(name.split()[1]), seed=seed)
-    return samplers.OneOf([samplers.MixUp(1.0), samplers.GaussianNoise(0.3)], seed=seed)
+def runs_for_seed(seed):
+    """KD by Normal KL, ERM and ECL's default recipe on a Normal head, seeded from `seed`."""
+    head = keras_ecl.heads.Normal()
+    return {
+        **harness.kd_and_erm(None, SUPERVISED_WEIGHT, head=head),
+        "ECL": harness.ecl_options(seed=1000 + seed, head=head),
+    }
 
 
-def runs(sampler_name, seed, config):
-    """ERM, KD and ECL options, ECL drawing from the sampler `sampler_name`."""
-    return harness.student_options(
-        keras_ecl.heads.Normal(),
-        supervised_weight=SUPERVISED_WEIGHT,
-        sampler=make_sampler(sampler_name, 1000 + seed),
-        samples_per_example=config.samples_per_example,
+def task(config, validation=False):
+    """The Friedman #1 `Task`, scored on the test split or on the validation split."""
+    train, val, test, y_stats = load_friedman1()
+    return harness.Task(
+        name=NAME,
+        data=train,
+        teacher=lambda seed: train_ensemble_teacher(train, val, config, seed),
+        make_student=make_student,
+        runs=runs_for_seed,
+        config=config,
+        score=scorer(*(val if validation else test), y_stats),
+        methods=harness.REGRESSION_METHODS,
     )
 
 
@@ -185,27 +182,8 @@ def teacher_fit(validation, config):
 
 def main(argv=None):
     args, config = cli.parse_args(__doc__, CONFIGS, argv)
-    train, validation, test, y_stats = load_friedman1()
-    task = harness.Task(
-        name=NAME,
-        data=train,
-        teacher=lambda seed: train_ensemble_teacher(train, validation, config, seed),
-        make_student=make_student,
-        runs=harness.sweep_runs(lambda name, seed: runs(name, seed, config), config.sweep),
-        config=config,
-        score=scorer(*validation, y_stats),
-        methods=harness.REGRESSION_METHODS,
-    )
-    sweep_results, choice = harness.sweep(
-        task, args.seeds[0], objective=lambda scores: scores["val_nll"]
-    )
-    swept = {"seed": args.seeds[0], "results": sweep_results, "choice": choice}
-    print(f"Chosen ECL sampler (validation NLL): {choice}", flush=True)
-    task = dataclasses.replace(
-        task, runs=lambda seed: runs(choice, seed, config), score=scorer(*test, y_stats)
-    )
-    per_seed = harness.run(task, args.seeds)
-    summary = metrics.summarize(per_seed)
+    test_task = task(config)
+    per_seed = harness.run(test_task, args.seeds)
     result = {
         "title": "Friedman #1 with heteroscedastic noise: Normal-head ensemble teacher -> MLP-16",
         "description": (
@@ -216,40 +194,34 @@ def main(argv=None):
             f"{config.teacher_members} MLPs (ReLU 256-256, dropout 0.1, Normal head), "
             "each fitted by NLL with early stopping on validation NLL (patience "
             f"{config.patience}, best weights), moment-matched into one Normal. Student: "
-            f"MLP ReLU 16 with a Normal head, {config.student_epochs} epochs, "
-            f"batch {config.batch_size}, "
-            f"Adam {config.learning_rate}. KD-MSE: student mean fitted to the teacher's "
-            "mean by MSE (then one constant scale, the RMS training residual). KD: Normal KL "
-            f"on training inputs (`mode='kd'`, supervised weight {SUPERVISED_WEIGHT}). ECL: "
-            f"the same plus {config.samples_per_example} samples per input from "
-            f"**{choice}** (chosen on validation NLL)."
+            f"MLP ReLU 16 with a Normal head, batch {config.batch_size}, Adam "
+            f"{config.learning_rate}. KD-MSE: student mean fitted to the teacher's mean by MSE "
+            "(then one constant scale, the RMS training residual). KD: Normal KL on training "
+            f"inputs (`mode='kd'`, supervised weight {SUPERVISED_WEIGHT}). "
+            f"{harness.ECL_DESCRIPTION}"
         ),
         "command": cli.command_line(NAME, argv),
         "seeds": args.seeds,
         "config": dataclasses.asdict(config),
-        "sweep": swept,
-        "columns": [
-            ["rmse", "test RMSE", 3],
-            ["nll", "test NLL", 3],
-            ["seconds", "train s", 1],
-        ],
-        "summary": summary,
-        "gap_closed": metrics.gaps(summary, "nll", False, CONTROLS),
+        "columns": [["rmse", "test RMSE", 3], ["nll", "test NLL", 3], ["seconds", "train s", 1]],
+        "summary": metrics.summarize(per_seed),
+        "budget": harness.budget_result(per_seed, config, "nll", "test NLL", False),
         "per_seed": per_seed,
         "notes": [
-            report.sweep_note(swept, ["nll", "rmse"]),
+            *harness.budget_notes(config),
             "Why an ensemble teacher: a single 128-128-128 NLL-trained MLP was tried first "
             "and was no better than the student alone (seed 0 test RMSE 2.14 / NLL 2.29 vs "
             "ERM 2.06 / 2.18; seed 1 2.31 / 2.26 vs 1.92 / 2.13), so there was no gap to "
             "close; on validation, L2, lower learning rates and beta-NLL did not fix it, "
             "and a 5-member ensemble did (RMSE 1.87, NLL 2.00 on seed 0).",
-            "Gaussian scales are in standardised input units; OneOf = MixUp(1.0) or "
-            "GaussianNoise(0.3), chosen per synthetic input.",
-            "Gap closed on test NLL, (NLL_KD − NLL) / (NLL_KD − NLL_teacher) on the means, "
-            "only where the teacher is better than KD; a student may beat its teacher.",
-            *report.control_notes(per_seed, config.student_epochs),
+            "Gap closed on test NLL, (NLL_KD − NLL) / (NLL_KD − NLL_teacher), only where the "
+            "teacher is better than KD; a student may beat its teacher.",
         ],
     }
+    os.makedirs(args.output, exist_ok=True)
+    figure = os.path.join(args.output, f"{NAME}.png")
+    report.frontier_figure(result, figure, "Friedman #1: test NLL against training time")
+    result["figures"] = [figure]
     return report.finish(NAME, result, args.output)
 
 

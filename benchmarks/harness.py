@@ -1,9 +1,10 @@
-"""Training runs of the accuracy benchmarks: per seed, one teacher and a row per student method.
+"""Training runs of the accuracy benchmarks: per seed, one teacher and a curve per student method.
 
 A benchmark is a frozen `Task` (data, models, `Distiller` options, `TrainConfig`, scoring) whose
 `methods` are `(label, train)` pairs, so a new student is one more `Method`, not a new branch.
-Every student trains through `Trial.fit` (a timed `fit`), the one place where per-epoch hooks
-such as test-metric-vs-wall-clock curves would go.
+Every student trains through `Trial.fit`, which scores it every few epochs against the training
+seconds spent so far (scoring time excluded) until a wall-clock budget: a multiple of the time
+KD (the first method) takes for `student_epochs` epochs in the same process.
 """
 
 import dataclasses
@@ -30,16 +31,17 @@ class TrainConfig:
     """
 
     teacher_epochs: int
-    student_epochs: int
+    student_epochs: int  # KD's epochs that make one budget unit of wall-clock
     batch_size: int
     learning_rate: float
-    probe_epochs: int
+    eval_every: int = 10  # epochs between two scorings of a student
+    budgets: tuple[float, ...] = (1.0, 2.0, 4.0)  # in units of KD's student_epochs time
     train_rows: int | None = None
     test_rows: int | None = None
 
     def smoke(self, **changes):
         """This config with one epoch of everything (a run of seconds), and `changes`."""
-        one_epoch = dict(teacher_epochs=1, student_epochs=1, probe_epochs=1)
+        one_epoch = dict(teacher_epochs=1, student_epochs=1, eval_every=1, budgets=(1.0, 2.0))
         return dataclasses.replace(self, **{**one_epoch, **changes})
 
 
@@ -66,12 +68,17 @@ class Task:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Trial:
-    """One seed of a task, with its trained teacher: what each method trains from."""
+    """One seed of a task, with its trained teacher: what each method trains from.
+
+    `budget_seconds` is the training time every method after the first gets
+    (None: the first method, KD, trains `student_epochs * max(budgets)` epochs).
+    """
 
     task: Task
     seed: int
     runs: dict
     teacher: keras.Model
+    budget_seconds: float | None = None
 
     def distiller(self, options):
         """A compiled `keras_ecl.Distiller` with `options` around a fresh student."""
@@ -83,32 +90,88 @@ class Trial:
             seed=self.seed,
         )
 
-    def fit(self, model, epochs=None, targets=None):
-        """`timed_fit` of a student on the training inputs; returns seconds in all and per epoch.
+    def fit(self, model, targets=None, before_score=None, epochs=None):
+        """Trains a student (or a model holding one) until the budget; returns its `Curve`.
 
-        `epochs` defaults to the config's student epochs, `targets` to the
-        training labels.
+        `targets` default to the training labels; `before_score(student)`, if
+        given, runs before each scoring (e.g. to set a constant scale);
+        `epochs`, if given, replaces the budget by an epoch count.
         """
         config = self.task.config
         x, y = self.task.data
-        epochs = config.student_epochs if epochs is None else epochs
-        y = y if targets is None else targets
-        return timed_fit(model, x, y, epochs, config.batch_size)
+        student = getattr(model, "student", model)
+
+        def score():
+            if before_score is not None:
+                before_score(student)
+            return self.task.score(student, self.teacher)
+
+        budget = None
+        if epochs is not None:
+            pass
+        elif self.budget_seconds is None:
+            epochs = round(config.student_epochs * max(config.budgets))
+        else:  # an epoch cap far beyond any budget, so that time alone stops it
+            epochs, budget = 1000 * config.student_epochs, self.budget_seconds
+        curve = Curve(score, every=config.eval_every, budget_seconds=budget)
+        model.fit(
+            x,
+            y if targets is None else targets,
+            epochs=epochs,
+            batch_size=config.batch_size,
+            verbose=0,
+            callbacks=[curve],
+        )
+        return curve
 
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
-    """A trained student, its training seconds and what else its method measured.
-
-    `epoch_seconds` is the median epoch time of students trained by a
-    `keras_ecl.Distiller`; `extra` goes into the seed's result (e.g. the
-    equal-time probe).
-    """
+    """A trained student and its curve; `extra` goes into the seed's result."""
 
     student: keras.Model
-    seconds: float
-    epoch_seconds: float | None = None
+    curve: "Curve"
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Curve(keras.callbacks.Callback):
+    """Scores a student every `every` epochs against the training seconds so far.
+
+    Only the epochs are timed (from `on_epoch_begin` to the start of
+    `on_epoch_end`, before any scoring); the first epoch includes tracing, as
+    it does for a user. Training stops at the first epoch end at or past
+    `budget_seconds` (if given), which is always scored.
+    """
+
+    def __init__(self, score, every, budget_seconds=None):
+        super().__init__()
+        self.score, self.every, self.budget_seconds = score, every, budget_seconds
+        self.seconds, self.points = 0.0, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self.start
+        self.epochs = epoch + 1
+        over = self.budget_seconds is not None and self.seconds >= self.budget_seconds
+        if self.epochs % self.every == 0 or over:
+            self.points.append({"epoch": self.epochs, "seconds": self.seconds, **self.score()})
+        if over:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        # The trained student is always scored, whatever the epoch count.
+        if not self.points or self.points[-1]["epoch"] != self.epochs:
+            self.points.append({"epoch": self.epochs, "seconds": self.seconds, **self.score()})
+
+    def seconds_at(self, epoch):
+        """Training seconds when `epoch` ended (it must be a scored epoch)."""
+        return next(p["seconds"] for p in self.points if p["epoch"] == epoch)
+
+    def final(self):
+        """The last point: metrics and seconds of the trained student."""
+        return self.points[-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,34 +202,42 @@ def run(task, seeds, on_models=None):
 
 
 def run_seed(task, seed):
-    """The teacher and every method's student at one seed, each scored by `task.score`.
+    """The teacher and every method's student at one seed, each scored along its curve.
 
-    Returns the seed's result (metrics and seconds per model, the methods'
-    extras, median epoch seconds) and the trained models by label.
+    The first method must be KD: its time for `student_epochs` epochs is the
+    seed's budget unit, and every other method trains for `max(budgets)`
+    units. Returns the seed's result (the final metrics and seconds per
+    model, the curves, the unit, the methods' extras) and the trained models
+    by label.
     """
+    if task.methods[0].label != "KD":
+        raise ValueError(
+            f"The first method sets the time budget and must be KD. "
+            f"Received: {task.methods[0].label}"
+        )
     runs = task.runs(seed)
     teacher, seconds = task.teacher(seed)
     trial = Trial(task=task, seed=seed, runs=runs, teacher=teacher)
-    models, extra, epoch_seconds, trained = {}, {}, {}, {}
-
-    def record(label, model, seconds):
-        scores = task.score(model, teacher)
-        models[label] = {**scores, "seconds": seconds}
-        trained[label] = model
-        progress(task.name, seed, label, scores, seconds)
-
-    record("teacher", teacher, seconds)
+    models, curves, extra, trained = {}, {}, {}, {"teacher": teacher}
+    models["teacher"] = {**task.score(teacher, teacher), "seconds": seconds}
+    progress(task.name, seed, "teacher", models["teacher"])
+    unit = None
     for method in task.methods:
         result = method.train(trial)
-        record(method.label, result.student, result.seconds)
+        if unit is None:
+            unit = result.curve.seconds_at(task.config.student_epochs)
+            trial = dataclasses.replace(trial, budget_seconds=unit * max(task.config.budgets))
+        final = result.curve.final()
+        models[method.label] = {k: v for k, v in final.items() if k != "epoch"}
+        curves[method.label] = result.curve.points
+        trained[method.label] = result.student
         extra.update(result.extra)
-        if result.epoch_seconds is not None:
-            epoch_seconds[method.label] = result.epoch_seconds
-    return {"models": models, **extra, "median_epoch_seconds": epoch_seconds}, trained
+        progress(task.name, seed, f"{method.label} ({final['epoch']} epochs)", models[method.label])
+    return {"models": models, "curves": curves, "budget_unit_seconds": unit, **extra}, trained
 
 
 def sweep(task, seed, *, objective):
-    """Trains a student per entry of `task.runs(seed)` and scores it with `task.score`.
+    """Trains a student per entry of `task.runs(seed)` for `student_epochs` and scores it.
 
     `task.score` scores on validation data. Returns `{label: {"val_<metric>":
     value}}` and the label other than "KD" that minimises `objective(metrics)`.
@@ -176,10 +247,9 @@ def sweep(task, seed, *, objective):
     results = {}
     for label, options in trial.runs.items():
         distiller = trial.distiller(options)
-        seconds, _ = trial.fit(distiller)
-        scores = task.score(distiller.student, teacher)
-        results[label] = {f"val_{k}": v for k, v in scores.items()}
-        progress(task.name, seed, f"sweep {label} (validation)", results[label], seconds)
+        final = trial.fit(distiller, epochs=task.config.student_epochs).final()
+        results[label] = {f"val_{k}": v for k, v in final.items() if k not in ("epoch", "seconds")}
+        progress(task.name, seed, f"sweep {label} (validation)", {**results[label], **final})
     ecl = {k: v for k, v in results.items() if k != "KD"}
     return results, min(ecl, key=lambda k: objective(ecl[k]))
 
@@ -199,25 +269,23 @@ def sweep_runs(runs, samplers):
     return runs_of_seed
 
 
-def progress(benchmark, seed, name, scores, seconds):
+def progress(benchmark, seed, name, scores):
     """One progress line per finished run."""
-    figures = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
-    print(f"[{benchmark} seed {seed}] {name}: {figures}, {seconds:.1f} s", flush=True)
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if k != "seconds")
+    print(f"[{benchmark} seed {seed}] {name}: {figures}, {scores['seconds']:.1f} s", flush=True)
 
 
 # Students.
 
 
-def fit_distiller(trial, options, epochs=None):
-    """A `keras_ecl.Distiller` student with `options`, trained for `epochs` (default: all)."""
+def fit_distiller(trial, options):
+    """A `keras_ecl.Distiller` student with `options`, trained along its curve."""
     distiller = trial.distiller(options)
-    seconds, times = trial.fit(distiller, epochs)
-    epoch_seconds = float(np.median(times[1:] or times))  # epoch 1 traces
-    return Trained(distiller.student, seconds, epoch_seconds)
+    return Trained(distiller.student, trial.fit(distiller))
 
 
 def distilled(run_name):
-    """`train(trial)` of the `keras_ecl.Distiller` run named `run_name` ("ERM", "KD", "ECL")."""
+    """`train(trial)` of the `keras_ecl.Distiller` run named `run_name` in `trial.runs`."""
 
     def train(trial):
         return fit_distiller(trial, trial.runs[run_name])
@@ -236,16 +304,16 @@ def keras_kd(trial):
         learning_rate=config.learning_rate,
         seed=trial.seed,
     )
-    seconds, _ = trial.fit(model)
-    return Trained(model.student, seconds)
+    return Trained(model.student, trial.fit(model))
 
 
 def kd_mse_student(trial):
     """Regression KD baseline: the student's `loc` fits the teacher's mean by MSE.
 
-    MSE gives no scale, so the student then predicts one constant scale, the
-    RMS of its residuals on the training labels (the maximum-likelihood
-    homoscedastic fit), for NLL and scale comparisons.
+    MSE gives no scale, so before each scoring the student is given one
+    constant scale, the RMS of its residuals on the training labels (the
+    maximum-likelihood homoscedastic fit), for NLL and scale comparisons. The
+    loss never reads the scale units, so setting them does not change training.
     """
     x, y = trial.task.data
     teacher_loc, _ = normal_parameters(predict(trial.teacher, x))
@@ -256,55 +324,34 @@ def kd_mse_student(trial):
         loc = keras_ecl.heads.Normal().point_prediction(outputs)[:, 0]
         return keras.ops.mean(keras.ops.square(loc - keras.ops.reshape(target, [-1])))
 
+    def constant_scale(model):
+        loc, _ = normal_parameters(predict(model, x))
+        set_constant_scale(model, metrics.rmse(loc, np.reshape(y, -1)))
+
     optimizer = keras.optimizers.Adam(trial.task.config.learning_rate)
     student.compile(optimizer=optimizer, loss=loc_mse)
-    seconds, _ = trial.fit(student, targets=teacher_loc)
-    loc, _ = normal_parameters(predict(student, x))
-    set_constant_scale(student, metrics.rmse(loc, np.reshape(y, -1)))
-    return Trained(student, seconds)
+    curve = trial.fit(student, targets=teacher_loc, before_score=constant_scale)
+    return Trained(student, curve)
 
 
-def kd_equal_time(trial):
-    """KD trained for as many epochs as fit in ECL's training time, measured just before."""
-    config = trial.task.config
-    probe = equal_time_epochs(
-        lambda: trial.distiller(trial.runs["KD"]),
-        lambda: trial.distiller(trial.runs["ECL"]),
-        trial.task.data,
-        epochs=config.student_epochs,
-        batch_size=config.batch_size,
-        probe_epochs=config.probe_epochs,
-    )
-    print(f"[{trial.task.name} seed {trial.seed}] KD at equal wall-clock: {probe}", flush=True)
-    trained = fit_distiller(trial, trial.runs["KD"], probe["epochs"])
-    return dataclasses.replace(trained, extra={"kd_equal_time": probe})
-
-
-def identity(trial):
-    """ECL's loss with the identity sampler: its synthetic inputs are the real batch.
-
-    Its teacher term then equals KD's whatever `samples_per_example`; 1 is used.
-    """
-    options = {**trial.runs["KD"], "mode": "ecl", "sampler": "identity", "samples_per_example": 1}
-    return fit_distiller(trial, options)
-
-
+KD = Method("KD", distilled("KD"))  # first: its time for student_epochs is the budget unit
 ERM = Method("ERM", distilled("ERM"))
-KD = Method("KD", distilled("KD"))
 KD_KERAS = Method("KD-keras", keras_kd)
 KD_MSE = Method("KD-MSE", kd_mse_student)
+FUNMATCH = Method("FunMatch", distilled("FunMatch"))
+DKD = Method("DKD", distilled("DKD"))
+LS_KD = Method("LS-KD", distilled("LS-KD"))
 ECL = Method("ECL", distilled("ECL"))
-KD_EQUAL_TIME = Method("KD-equal-time", kd_equal_time)
-IDENTITY = Method("Identity", identity)
-# In the order of the result tables: the students, then the two controls.
-CLASSIFICATION_METHODS = (ERM, KD, KD_KERAS, ECL, KD_EQUAL_TIME, IDENTITY)
-REGRESSION_METHODS = (ERM, KD, KD_MSE, ECL, KD_EQUAL_TIME, IDENTITY)
+CLASSIFICATION_METHODS = (KD, ERM, KD_KERAS, FUNMATCH, DKD, LS_KD, ECL)
+REGRESSION_METHODS = (KD, ERM, KD_MSE, ECL)
 
 
 # Tasks.
 
 
-def classification_task(*, name, train, test, make_teacher, make_student, runs, config):
+def classification_task(
+    *, name, train, test, make_teacher, make_student, runs, config, methods=None
+):
     """A `Task` with an NLL-trained teacher and the classification students.
 
     Every model is scored by accuracy, NLL and ECE on `test = (x, y)`.
@@ -320,7 +367,7 @@ def classification_task(*, name, train, test, make_teacher, make_student, runs, 
         runs=runs,
         config=config,
         score=lambda model, teacher: metrics.classification_metrics(predict(model, x_test), y_test),
-        methods=CLASSIFICATION_METHODS,
+        methods=CLASSIFICATION_METHODS if methods is None else methods,
     )
 
 
@@ -352,6 +399,99 @@ def student_options(head, *, supervised_weight, sampler, samples_per_example):
         "ERM": dict(mode="erm", head=head),
         "KD": kd,
         "ECL": dict(kd, mode="ecl", sampler=sampler, samples_per_example=samples_per_example),
+    }
+
+
+def kd_and_erm(temperature, supervised_weight, head=None):
+    """ERM, and KD at `temperature` (Categorical) or with `head`, as `Distiller` options."""
+    head = keras_ecl.heads.Categorical(temperature) if head is None else head
+    return {
+        "ERM": dict(mode="erm", head=head),
+        "KD": dict(mode="kd", head=head, supervised_weight=supervised_weight),
+    }
+
+
+def ecl_options(seed, head=None):
+    """ECL with the library's default recipe (`Distiller` defaults), draws seeded from `seed`."""
+    options = dict(mode="ecl", sampler=keras_ecl.samplers.default_sampler(seed=seed))
+    return options if head is None else {**options, "head": head}
+
+
+ECL_DESCRIPTION = (
+    "ECL: `keras_ecl.Distiller`'s defaults (the recipe chosen on validation splits, see "
+    '"Choosing ECL\'s recipe"), nothing tuned per benchmark.'
+)
+PEERS_DESCRIPTION = (
+    "FunMatch: KL at T = 1 on one mixup per input (lambda ~ U(0, 1)), no labels, no real "
+    "inputs (`supervised_weight=0`, `real_weight=0`). DKD: T = 4, alpha 1, beta 8, "
+    "cross-entropy : DKD = 1 : 1, 20-epoch warm-up. LS-KD: KD on z-scored logits, T = 2, "
+    "cross-entropy : KD = 0.1 : 9."
+)
+
+
+def budget_result(per_seed, config, metric, label, higher_is_better):
+    """The `budget` entry of a result file: `metric` of each model within each budget."""
+    return {
+        "metric": metric,
+        "label": label,
+        "higher_is_better": higher_is_better,
+        "budgets": list(config.budgets),
+        "summary": metrics.budget_summary(per_seed, metric, config.budgets),
+    }
+
+
+def budget_notes(config):
+    """How budgets, curves and timings were measured."""
+    return [
+        f"Budgets: 1x is the training time KD (`keras_ecl`, mode='kd') takes for "
+        f"{config.student_epochs} epochs in the same process, measured per seed; every other "
+        f"method then trains for {max(config.budgets):g}x that time. A method's figure at a "
+        "budget is its test score at its last scoring within the budget (scored every "
+        f"{config.eval_every} epochs and at the end; up to {metrics.BUDGET_SLACK:.0%} past "
+        "the budget, the end of the epoch that crosses it), i.e. the student one would ship "
+        "after that much training: no choice of the best point on the test split.",
+        "Times are training time only (`fit`'s epochs; scoring excluded), tracing included, "
+        "all methods of a seed run back to back in one process on the same machine.",
+    ]
+
+
+# The peers' published settings, as `keras_ecl.Distiller` options.
+FUNMATCH_TEMPERATURE = 1.0  # Beyer et al. on ImageNet; T = 4 lost on MNIST-1D validation
+DKD_WARMUP_EPOCHS = 20  # mdistiller's DKD: the KD term ramps up over 20 epochs
+LS_KD_TEMPERATURE = 2.0  # Sun et al.: base temperature 2, KD weight 9, CE weight 0.1
+
+
+def peer_options(*, seed, steps_per_epoch):
+    """FunMatch, DKD and logit-standardised KD as `keras_ecl.Distiller` options.
+
+    - FunMatch: no labels (`supervised_weight=0`), no real inputs
+      (`real_weight=0`), KL at T = 1 on one mixup of the batch per input,
+      lambda ~ Beta(1, 1) = Uniform(0, 1), teacher and student on the same view.
+    - DKD: TCKD + 8 NCKD at T = 4 (`heads.DecoupledCategorical`), cross-entropy
+      and DKD weighted 1 : 1 (`supervised_weight=0.5`), a 20-epoch warm-up.
+    - LS-KD: KD on z-scored logits at T = 2, cross-entropy : KD = 0.1 : 9.
+    """
+    heads, samplers = keras_ecl.heads, keras_ecl.samplers
+    return {
+        "FunMatch": dict(
+            mode="ecl",
+            head=heads.Categorical(FUNMATCH_TEMPERATURE),
+            sampler=samplers.MixUp(alpha=1.0, seed=seed),
+            samples_per_example=1,
+            supervised_weight=0.0,
+            real_weight=0.0,
+        ),
+        "DKD": dict(
+            mode="kd",
+            head=heads.DecoupledCategorical(temperature=4.0, alpha=1.0, beta=8.0),
+            supervised_weight=0.5,
+            warmup_steps=DKD_WARMUP_EPOCHS * steps_per_epoch,
+        ),
+        "LS-KD": dict(
+            mode="kd",
+            head=heads.Categorical(LS_KD_TEMPERATURE, standardize=True),
+            supervised_weight=0.1 / 9.1,
+        ),
     }
 
 
@@ -424,31 +564,6 @@ def build_keras_distiller(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return distiller
-
-
-def equal_time_epochs(build_kd, build_ecl, data, *, epochs, batch_size, probe_epochs, rounds=2):
-    """KD epochs that take as long as `epochs` of ECL, timed back to back.
-
-    Both distillers are built and warmed up (tracing) for one epoch, then fit
-    `probe_epochs` epochs each in turn, `rounds` times, so that machine load
-    hits both alike. Epochs are timed inside `fit` (as in training, without
-    the per-call set-up). Returns the KD epoch count and median epoch seconds.
-    """
-    kd, ecl = build_kd(), build_ecl()
-    times = {"kd": [], "ecl": []}
-    for round_ in range(rounds + 1):
-        for name, model in (("kd", kd), ("ecl", ecl)):
-            _, epoch_times = timed_fit(
-                model, *data, epochs=probe_epochs if round_ else 1, batch_size=batch_size
-            )
-            if round_:
-                times[name].extend(epoch_times)
-    kd_epoch, ecl_epoch = float(np.median(times["kd"])), float(np.median(times["ecl"]))
-    return {
-        "epochs": max(1, round(epochs * ecl_epoch / kd_epoch)),
-        "kd_epoch_seconds": kd_epoch,
-        "ecl_epoch_seconds": ecl_epoch,
-    }
 
 
 def predict(model, x, batch_size=1024):

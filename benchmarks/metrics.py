@@ -105,3 +105,63 @@ def gaps(summary, metric, higher_is_better, models):
         if model in summary
     }
     return {"metric": metric, "values": values}
+
+
+# Budgets: the metric a method reaches within a multiple of KD's training time.
+
+# A budget includes a scoring up to this fraction past it: training stops at the
+# first epoch end at or past the largest budget, a fraction of an epoch over.
+BUDGET_SLACK = 0.02
+
+
+def at_budget(points, budget_seconds, metric):
+    """The metric at the last scoring of a curve within `budget_seconds`, or None.
+
+    `points` are `{"seconds": ..., metric: ...}` dicts in training order. This
+    is the student one would ship after that much training (no choice of the
+    best point on the test split).
+    """
+    within = [p for p in points if p["seconds"] <= budget_seconds * (1 + BUDGET_SLACK)]
+    return within[-1][metric] if within else None
+
+
+def budget_summary(per_seed, metric, budgets):
+    """`{model: {budget: {"mean", "std", "values"}}}` of `metric` at each budget.
+
+    A budget `b` is `b` times the seed's `budget_unit_seconds` (KD's time for
+    its reference epochs); the teacher's value is its own at every budget.
+    """
+    summary = {}
+    for model in per_seed[0]["models"]:
+        summary[model] = {}
+        for budget in budgets:
+            values = []
+            for run in per_seed:
+                if model == "teacher":
+                    values.append(run["models"]["teacher"][metric])
+                else:
+                    seconds = budget * run["budget_unit_seconds"]
+                    values.append(at_budget(run["curves"][model], seconds, metric))
+            if None not in values:
+                mean, std = mean_std(values)
+                summary[model][str(budget)] = {"mean": mean, "std": std, "values": values}
+    return summary
+
+
+def mean_curve(per_seed, model, metric, grid):
+    """Mean over seeds of `metric` against training time in budget units, on `grid`.
+
+    Each seed's curve is read as a step function (the last scoring at or
+    before each point); points before a seed's first scoring are NaN.
+    """
+    values = []
+    for run in per_seed:
+        unit = run["budget_unit_seconds"]
+        points = run["curves"][model]
+        times = np.array([p["seconds"] / unit for p in points])
+        ys = np.array([p[metric] for p in points], dtype=np.float64)
+        index = np.searchsorted(times, grid, side="right") - 1
+        values.append(np.where(index >= 0, ys[np.maximum(index, 0)], np.nan))
+    values = np.array(values)
+    counts = np.sum(~np.isnan(values), axis=0)
+    return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)

@@ -28,11 +28,16 @@ LABELS = {
     "KD": "student KD (keras_ecl, mode='kd')",
     "KD-keras": "student KD (keras.distillation.Distiller)",
     "KD-MSE": "student KD, MSE to the teacher's mean",
+    "FunMatch": "student FunMatch (function matching)",
+    "DKD": "student DKD (decoupled KD)",
+    "LS-KD": "student KD + logit standardisation",
     "ECL": "student ECL",
     "KD-equal-time": "control: KD at ECL's wall-clock",
     "Identity": "control: ECL with the identity sampler",
 }
 SUMMARY_MODELS = ("teacher", "KD", "KD-keras", "ECL", "KD-equal-time", "Identity")
+# The models of the budget summary, in order (those a result has).
+BUDGET_MODELS = ("KD", "KD-keras", "KD-MSE", "FunMatch", "DKD", "LS-KD", "ECL")
 
 
 # The machine.
@@ -183,6 +188,68 @@ def results_table(result):
     return markdown_table(headers, rows)
 
 
+def budget_table(result):
+    """Each model's headline metric within 1x, 2x, 4x KD's time, and ECL's gap closed.
+
+    The gap is closed against KD at 1x (its reference epochs), where the teacher beats it.
+    """
+    budget = result["budget"]
+    metric, higher, budgets = budget["metric"], budget["higher_is_better"], budget["budgets"]
+    summary = budget["summary"]
+    headers = ["model", *(f"{metric} within {b:g}x KD's time" for b in budgets)]
+    rows = [
+        [LABELS.get(model, model)]
+        + [
+            metrics.format_mean_std(values[str(b)]["values"]) if str(b) in values else ""
+            for b in budgets
+        ]
+        for model, values in summary.items()
+    ]
+    teacher = summary["teacher"][str(budgets[0])]["mean"]
+    kd = summary["KD"][str(budgets[0])]["mean"]
+    if "ECL" in summary:
+        gaps = [
+            metrics.gap_closed(summary["ECL"][str(b)]["mean"], kd, teacher, higher)
+            if str(b) in summary["ECL"]
+            else None
+            for b in budgets
+        ]
+        rows.append(
+            ["ECL: share of the teacher–KD(1x) gap closed"]
+            + ["" if gap is None else f"{gap:.1%}" for gap in gaps]
+        )
+    return markdown_table(headers, rows)
+
+
+def frontier_figure(result, path, title):
+    """Headline metric against training time (in KD-time units), mean over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    budget, per_seed = result["budget"], result["per_seed"]
+    grid = np.linspace(0.0, max(budget["budgets"]), 200)[1:]
+    unit = float(np.mean([run["budget_unit_seconds"] for run in per_seed]))
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    teacher = np.mean([run["models"]["teacher"][budget["metric"]] for run in per_seed])
+    axes.axhline(teacher, color="0.4", linestyle="--", label="teacher")
+    for i, model in enumerate(m for m in per_seed[0]["curves"]):
+        curve = metrics.mean_curve(per_seed, model, budget["metric"], grid)
+        style = dict(linewidth=2.5) if model == "ECL" else dict(linewidth=1.3)
+        axes.plot(grid, curve, label=LABELS.get(model, model), color=f"C{i}", **style)
+    for b in budget["budgets"]:
+        axes.axvline(b, color="0.85", linewidth=0.8)
+    axes.set_xlabel(
+        f"training time, in units of KD's time for its reference epochs (~{unit:.0f} s)"
+    )
+    axes.set_ylabel(budget["label"])
+    axes.set_title(f"{title} (mean over {len(per_seed)} seeds)")
+    axes.legend(fontsize=8, loc="lower right" if budget["higher_is_better"] else "upper right")
+    save_figure(figure, path)
+
+
 def markdown_section(result):
     """A BENCHMARKS.md section for one accuracy result file."""
     seeds = ", ".join(str(s) for s in result["seeds"])
@@ -192,13 +259,96 @@ def markdown_section(result):
         f"Command: `{shown_command(result['command'])}`  \nDate: {result['date']}; "
         f"seeds {seeds}; machine: {describe_machine(result['machine'])}. "
         f"Mean ± sample std over {len(result['seeds'])} seed(s).",
-        results_table(result),
     ]
+    if "budget" in result:
+        parts.append(budget_table(result))
+        parts.append(
+            "Final students (after the largest budget; teacher as trained):\n\n"
+            + results_table(result)
+        )
+    else:
+        parts.append(results_table(result))
     if result.get("notes"):
         parts.append("\n".join(f"- {note}" for note in result["notes"]))
     for figure in result.get("figures", []):
         parts.append(f"![{result['title']}]({figure})")
     return "\n\n".join(parts)
+
+
+def ablation_table(entry, reference="default recipe"):
+    """Each variant's metric within each budget, and its difference to `reference`."""
+    budget = entry["budget"]
+    summary, budgets = budget["summary"], budget["budgets"]
+    headers = ["variant", *(f"{budget['label']} within {b:g}x KD's time" for b in budgets)]
+    headers += [f"change vs {reference} at {b:g}x" for b in budgets]
+    rows = []
+    for model, values in summary.items():
+        if model == "teacher":
+            continue
+        row = [LABELS.get(model, model)]
+        row += [
+            metrics.format_mean_std(values[str(b)]["values"]) if str(b) in values else ""
+            for b in budgets
+        ]
+        for b in budgets:
+            if model == reference or str(b) not in values or str(b) not in summary[reference]:
+                row.append("")
+                continue
+            delta = values[str(b)]["mean"] - summary[reference][str(b)]["mean"]
+            row.append(f"{delta:+.3f}")
+        rows.append(row)
+    teacher = summary["teacher"][str(budgets[0])]["mean"]
+    return f"Teacher: {teacher:.3f}.\n\n" + markdown_table(headers, rows)
+
+
+def ablation_section(result):
+    """The BENCHMARKS.md section of the ablation's result file."""
+    seeds = ", ".join(str(s) for s in result["seeds"])
+    parts = [
+        f"## {result['title']}",
+        result["description"],
+        f"Command: `{result['command']}`  \nDate: {result['date']}; seeds {seeds}; "
+        f"machine: {describe_machine(result['machine'])}.",
+    ]
+    for name, entry in result["results"].items():
+        parts.append(f"### {name}\n\n{ablation_table(entry)}")
+    if result.get("notes"):
+        parts.append("\n".join(f"- {note}" for note in result["notes"]))
+    return "\n\n".join(parts)
+
+
+def finish_ablation(name, result, output):
+    """Writes the ablation's result file, prints its tables and returns the result."""
+    result = write_results(name, result, output)
+    print(ablation_section(result), flush=True)
+    return result
+
+
+def budget_summary_table(results):
+    """One row per benchmark: the teacher, then each model at 1x / 2x / 4x KD's time."""
+    models = [
+        m for m in BUDGET_MODELS if any(m in r["budget"]["summary"] for r in results.values())
+    ]
+    headers = ["benchmark", "metric", "teacher", *(LABELS[m] for m in models)]
+    rows = []
+    for result in results.values():
+        budget = result["budget"]
+        summary = budget["summary"]
+        first = str(budget["budgets"][0])
+        row = [
+            result["title"].split(":")[0],
+            budget["label"] + (" (higher is better)" if budget["higher_is_better"] else ""),
+            f"{summary['teacher'][first]['mean']:.3f}",
+        ]
+        for model in models:
+            values = summary.get(model, {})
+            row.append(
+                " / ".join(f"{values[str(b)]['mean']:.3f}" for b in budget["budgets"])
+                if values
+                else ""
+            )
+        rows.append(row)
+    return markdown_table(headers, rows)
 
 
 def summary_table(results, headlines):

@@ -62,6 +62,9 @@ def make_runs(teacher, batch_size):
                 supervised_weight=weight,
                 sampler=keras_ecl.samplers.MixUp(alpha=1.0, seed=0) if mode == "ecl" else None,
                 samples_per_example=max(k, 1),
+                # One update on real + synthetic rows: the cost of sampling alone.
+                real_weight=1.0,
+                updates_per_batch=1,
             )
             distiller.compile(optimizer="adam", jit_compile=jit_compile)
             return distiller

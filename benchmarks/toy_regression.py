@@ -34,25 +34,12 @@ GRID = (-3.5, 3.5, 1000)
 SUPERVISED_WEIGHT = 0.1
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Config(harness.TrainConfig):
-    """`TrainConfig` plus ECL's synthetic inputs per training point."""
-
-    samples_per_example: int
-
-
 CONFIGS = {
-    "full": Config(
-        teacher_epochs=40,
-        student_epochs=100,
-        batch_size=NUM_TRAIN,
-        learning_rate=3e-3,
-        probe_epochs=5,
-        samples_per_example=8,
+    "full": harness.TrainConfig(
+        teacher_epochs=40, student_epochs=100, batch_size=NUM_TRAIN, learning_rate=3e-3
     ),
 }
-CONFIGS["smoke"] = CONFIGS["full"].smoke(samples_per_example=2)
-CONTROLS = ("ECL", "KD-MSE", "KD-equal-time", "Identity")
+CONFIGS["smoke"] = CONFIGS["full"].smoke()
 
 
 def true_function(x):
@@ -87,14 +74,6 @@ def make_teacher():
 
 def make_student():
     return make_mlp([32, 32], "mlp_student")
-
-
-def make_sampler(seed):
-    """Mixup between training points and a Gaussian KDE of bandwidth 0.3 around them."""
-    samplers = keras_ecl.samplers
-    return samplers.OneOf(
-        [samplers.MixUp(alpha=1.0), samplers.GaussianNoise(scale=0.3)], seed=1000 + seed
-    )
 
 
 def plot(models, x, y, path):
@@ -146,12 +125,11 @@ def main(argv=None):
         }
 
     def runs(seed):
-        return harness.student_options(
-            keras_ecl.heads.Normal(),
-            supervised_weight=SUPERVISED_WEIGHT,
-            sampler=make_sampler(seed),
-            samples_per_example=config.samples_per_example,
-        )
+        head = keras_ecl.heads.Normal()
+        return {
+            **harness.kd_and_erm(None, SUPERVISED_WEIGHT, head=head),
+            "ECL": harness.ecl_options(seed=1000 + seed, head=head),
+        }
 
     loss = keras_ecl.losses.NegativeLogLikelihood(keras_ecl.heads.Normal())
     task = harness.Task(
@@ -172,21 +150,18 @@ def main(argv=None):
             plot(models, x, y, figure)
 
     per_seed = harness.run(task, args.seeds, on_models)
-    summary = metrics.summarize(per_seed)
     result = {
         "title": "Toy 1-D regression: Normal-head teacher -> small student",
         "description": (
             f"f(x) = sin(3x) + 0.3x, {NUM_TRAIN} training points x ~ U{DOMAIN} (fixed, data "
             f"seed {DATA_SEED}), noise std 0.2 + 0.05x (0.05 to 0.35). Teacher: MLP SiLU "
             "64-64-64 with a Normal head and L2 1e-3, NLL. Student: MLP SiLU 32-32 with a "
-            f"Normal head. Teacher {config.teacher_epochs} and students "
-            f"{config.student_epochs} epochs of {TILES} passes over the points (tiled), "
-            f"batch {NUM_TRAIN}, Adam {config.learning_rate}. "
+            f"Normal head. Teacher {config.teacher_epochs} epochs, students' budget unit "
+            f"KD's {config.student_epochs} epochs; an epoch is {TILES} passes over the "
+            f"points (tiled), batch {NUM_TRAIN}, Adam {config.learning_rate}. "
             "KD-MSE: the student's mean fits the teacher's mean by MSE (then one constant "
             "scale, the RMS training residual). KD: Normal KL on the training points "
-            f"(`mode='kd'`, supervised weight {SUPERVISED_WEIGHT}). ECL: the same plus "
-            f"{config.samples_per_example} samples per point from OneOf[MixUp(1.0), "
-            "GaussianNoise(0.3)], fixed a priori (no validation split here)."
+            f"(`mode='kd'`, supervised weight {SUPERVISED_WEIGHT}). {harness.ECL_DESCRIPTION}"
         ),
         "command": cli.command_line(NAME, argv),
         "seeds": args.seeds,
@@ -198,21 +173,25 @@ def main(argv=None):
             ["test_rmse", "test RMSE", 3],
             ["seconds", "train s", 1],
         ],
-        "summary": summary,
-        "gap_closed": metrics.gaps(summary, "loc_rmse", False, CONTROLS),
+        "summary": metrics.summarize(per_seed),
+        "budget": harness.budget_result(
+            per_seed, config, "loc_rmse", "mean RMSE vs teacher (grid)", False
+        ),
         "per_seed": per_seed,
         "notes": [
             f"Grid: {GRID[2]} points on [{GRID[0]}, {GRID[1]}], wider than the data. "
             f"Test: {NUM_TEST} fresh draws (x, y) from the true process on {DOMAIN}.",
+            *harness.budget_notes(config),
             "Gap closed on the grid RMSE of the mean vs the teacher (0 for the teacher): "
             "(RMSE_KD − RMSE) / RMSE_KD, the share of KD's mismatch that is removed.",
             "Test NLL: students may beat the teacher (a smoother fit can be better "
             "calibrated than the NLL-trained teacher); quoted as absolute figures.",
-            *report.control_notes(per_seed, config.student_epochs),
-            "The figure shows the first seed.",
+            "The first figure shows the first seed's final students.",
         ],
-        "figures": [figure],
     }
+    curves = os.path.join(args.output, f"{NAME}_frontier.png")
+    report.frontier_figure(result, curves, "Toy regression: mean RMSE vs teacher against time")
+    result["figures"] = [figure, curves]
     return report.finish(NAME, result, args.output)
 
 

@@ -113,8 +113,8 @@ def check_data(distiller, x, y=None, sample_weight=None, argument="x"):
         output_rank = len(shape[0] if isinstance(shape, list) else shape)
         _check_labels(head, y, event_size, output_rank, argument)
     if distiller.uses_extracurricular:
-        inputs = distiller.forward_inputs(rows, training=False)  # leaves the training draws alone
-        if not np.all(np.isfinite(inputs)):
+        synthetic, _ = distiller.draw_extracurricular(rows, training=False)  # a fixed seed
+        if not np.all(np.isfinite(synthetic)):
             raise ValueError(
                 f"The sampler's draws around the first rows of `{argument}` contain NaN "
                 "or inf. Check the sampler (e.g. the function of FromCallable)."

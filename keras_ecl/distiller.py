@@ -20,7 +20,14 @@ from keras_ecl import _keras_compat as compat
 from keras_ecl import heads as heads_lib
 from keras_ecl import losses as losses_lib
 from keras_ecl import samplers as samplers_lib
-from keras_ecl.utils import PACKAGE, check_integer, check_one_of, check_unit_interval
+from keras_ecl import selection as selection_lib
+from keras_ecl.utils import (
+    PACKAGE,
+    check_integer,
+    check_one_of,
+    check_unit_interval,
+    is_number,
+)
 
 __all__ = ["Distiller", "MODES"]
 
@@ -57,11 +64,22 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     Training minimises
 
         supervised_weight * NLL(y, student(x))
-        + (1 - supervised_weight) * (KL_real + k * KL_synthetic) / (1 + k)
+        + (1 - supervised_weight) * (r * KL_real + k * KL_synthetic) / (r + k)
 
-    where `k = samples_per_example`, `KL_real` is the mean KL(teacher ‖
-    student) over the real batch and `KL_synthetic` over the `k * batch`
-    extracurricular inputs that `sampler` draws around it at every step.
+    where `k = samples_per_example`, `r = real_weight`, `KL_real` is the mean
+    KL(teacher ‖ student) over the real batch and `KL_synthetic` over the
+    `k * batch` extracurricular inputs that `sampler` draws around it at every
+    step (with a `selection`, the best of several draws each). With
+    `real_weight=0` the teacher does not run on the real batch at all.
+
+    The defaults are the recipe chosen on validation splits (BENCHMARKS.md,
+    "Choosing ECL's recipe"): one synthetic input per real one from
+    `OneOf([MixUp, CutMix])`, the KL on synthetic inputs only (`real_weight=0`,
+    as function matching does), labels at weight 0.1, and 4 student updates per
+    teacher pass (`updates_per_batch`), which pays when the teacher costs far
+    more than the student, as it usually does. The head's temperature stays
+    the user's (1 for `heads.Categorical()`).
+
     `mode` selects the baselines on the same objects: `"erm"` trains on the
     supervised loss alone (no teacher needed), `"kd"` uses the teacher on real
     inputs only (Hinton KD with a `Categorical(temperature)` head), `"ecl"`
@@ -89,11 +107,27 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         head: A `keras_ecl.heads.Head` or its name: how outputs become
             distributions. Defaults to "categorical" (temperature 1).
         sampler: A `keras_ecl.samplers.Sampler` or its name, used in
-            `mode="ecl"`. Defaults to None (`MixUp(alpha=1.0)` in "ecl").
+            `mode="ecl"`. Defaults to None: `samplers.default_sampler()`,
+            `OneOf([MixUp(1.0), CutMix(1.0)])`, in "ecl".
         samples_per_example: Extracurricular inputs drawn per real input at
             each step, an integer >= 0. Defaults to 1.
         supervised_weight: Weight `w` in [0, 1] of the supervised loss on
-            real labels. Defaults to 0.5.
+            real labels. Defaults to 0.1.
+        real_weight: Weight `r` >= 0 of the KL on a real input relative to
+            one synthetic input's, in `mode="ecl"`. 0 distils on synthetic
+            inputs only, as function matching (FunMatch) does, and saves the
+            teacher's pass over the real batch. Defaults to 0.0.
+        selection: A `keras_ecl.selection.Selection`, or None to keep every
+            draw of the sampler. Defaults to None.
+        updates_per_batch: Student updates per training step, all on the
+            step's inputs and the teacher's outputs there, an integer >= 1.
+            The teacher, usually far costlier than the student, then runs once
+            for several updates. Defaults to None: 4 in `mode="ecl"`, 1 in
+            "kd" and "erm" (the textbook baselines).
+        warmup_steps: Student updates over which the teacher term's weight
+            grows linearly from `1 / warmup_steps` of its value to all of it,
+            as DKD's warm-up does; an integer >= 0 (0: none). Evaluation
+            always uses the full weight. Defaults to 0.
         mode: One of "erm", "kd", "ecl". Defaults to "ecl".
         uncertainty_weighting: None, "entropy" or "variance": weight each
             synthetic input's KL by the teacher's uncertainty there
@@ -136,9 +170,13 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         head="categorical",
         sampler=None,
         samples_per_example=1,
-        supervised_weight=0.5,
+        supervised_weight=0.1,
         mode="ecl",
         uncertainty_weighting=None,
+        real_weight=0.0,
+        selection=None,
+        warmup_steps=0,
+        updates_per_batch=None,
         name="distiller",
         **kwargs,
     ):
@@ -164,7 +202,30 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 f"`teacher` must be a keras.Model. Received: teacher={type(teacher).__name__}"
             )
         check_integer("samples_per_example", samples_per_example, 0)
+        check_integer("warmup_steps", warmup_steps, 0)
+        if updates_per_batch is None:
+            updates_per_batch = 4 if mode == "ecl" else 1
+        check_integer("updates_per_batch", updates_per_batch, 1)
         check_unit_interval("supervised_weight", supervised_weight)
+        if not is_number(real_weight) or not 0 <= real_weight < float("inf"):
+            raise ValueError(
+                f"`real_weight` must be a finite number >= 0. Received: real_weight={real_weight!r}"
+            )
+        if mode == "ecl" and real_weight == 0 and samples_per_example == 0:
+            raise ValueError(
+                "real_weight=0 with samples_per_example=0 leaves nothing to distil on. "
+                "Draw synthetic inputs (samples_per_example >= 1) or use real_weight > 0."
+            )
+        if selection is not None and not isinstance(selection, selection_lib.Selection):
+            raise ValueError(
+                "`selection` must be a keras_ecl.selection.Selection or None. "
+                f"Received: selection={selection!r}"
+            )
+        if selection is not None and mode != "ecl":
+            raise ValueError(
+                "`selection` chooses among extracurricular inputs, which only mode='ecl' "
+                f"draws. Received: selection={selection!r}, mode={mode!r}"
+            )
         if uncertainty_weighting not in (None,) + losses_lib.UNCERTAINTY_MEASURES:
             raise ValueError(
                 "`uncertainty_weighting` must be None or one of "
@@ -175,12 +236,16 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         self.teacher = teacher
         self.head = heads_lib.get(head)
         if sampler is None and mode == "ecl":
-            sampler = samplers_lib.MixUp(alpha=1.0)
+            sampler = samplers_lib.default_sampler()
         self.sampler = None if sampler is None else samplers_lib.get(sampler)
         self.samples_per_example = int(samples_per_example)
         self.supervised_weight = float(supervised_weight)
         self.mode = mode
         self.uncertainty_weighting = uncertainty_weighting
+        self.real_weight = float(real_weight)
+        self.selection = selection
+        self.warmup_steps = int(warmup_steps)
+        self.updates_per_batch = int(updates_per_batch)
         if teacher is not None:
             teacher.trainable = False
 
@@ -188,7 +253,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         self.distillation_kl = losses_lib.DistributionKL(self.head)
         if self.uses_labels:
             self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        if self.uses_teacher:
+        if self.teacher_sees_real:
             self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         if self.uses_extracurricular:
             self.extracurricular_loss_tracker = keras.metrics.Mean(name="extracurricular_loss")
@@ -206,6 +271,11 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         return self.mode == "ecl" and self.samples_per_example > 0
 
     @property
+    def teacher_sees_real(self):
+        """Whether the teacher runs on the real batch (not in ECL with `real_weight=0`)."""
+        return self.uses_teacher and not (self.uses_extracurricular and self.real_weight == 0)
+
+    @property
     def uses_labels(self):
         return self.mode == "erm" or self.supervised_weight > 0
 
@@ -214,22 +284,39 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
 
     # Training and evaluation steps.
 
-    def forward_inputs(self, x, training):
-        """Real inputs, followed in ECL by the synthetic ones drawn around them.
+    def draw_extracurricular(self, x, training):
+        """The synthetic inputs drawn around `x`, and the teacher's outputs on
+        them if a selection already computed those (else None).
 
         Training draws advance the sampler's seed; evaluation draws (`training=False`)
         come from a fixed seed, so they repeat and leave the training stream alone.
         """
         if not self.uses_extracurricular:
-            return x
+            return None, None
         seed = None if training else tf.constant(_EVALUATION_SEED, tf.int32)
-        synthetic = self.sampler(x, num_samples=self.samples_per_example, seed=seed)
-        return tf.concat([x, synthetic], axis=0)
+        candidates = 1 if self.selection is None else self.selection.candidates
+        drawn = self.sampler(x, num_samples=self.samples_per_example * candidates, seed=seed)
+        if self.selection is None:
+            return drawn, None
+        slots = _batch_size(x) * self.samples_per_example
+        return self.selection.select(drawn, slots, self.student, self.teacher, self.head)
 
-    def _teacher_outputs(self, inputs):
-        if not self.uses_teacher:
-            return None
-        return self.teacher(inputs, training=False)
+    def _forward(self, x, training):
+        """Student inputs (real, then synthetic) and the teacher's outputs on
+        the real and on the synthetic ones (None where the loss needs none)."""
+        synthetic, teacher_synthetic = self.draw_extracurricular(x, training)
+        inputs = x if synthetic is None else tf.concat([x, synthetic], axis=0)
+        teacher_real = None
+        if synthetic is not None and teacher_synthetic is None and self.teacher_sees_real:
+            # One teacher pass over real and synthetic inputs together.
+            both = self.teacher(inputs, training=False)
+            teacher_real, teacher_synthetic = _split(both, _batch_size(x))
+        else:
+            if self.teacher_sees_real:
+                teacher_real = self.teacher(x, training=False)
+            if synthetic is not None and teacher_synthetic is None:
+                teacher_synthetic = self.teacher(synthetic, training=False)
+        return inputs, teacher_real, teacher_synthetic
 
     def _synthetic_weights(self, sample_weight, teacher_synthetic):
         """Anchors' sample weights, times the teacher's uncertainty if asked."""
@@ -245,9 +332,12 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             weights = emphasis if weights is None else weights * emphasis
         return weights
 
-    def _objective(self, y, sample_weight, outputs, teacher_outputs, batch_size):
-        """Returns the loss and its terms from student and teacher outputs on
-        `batch_size` real inputs followed by the synthetic ones."""
+    def _objective(
+        self, y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, training
+    ):
+        """Returns the loss and its terms from the student's outputs on
+        `batch_size` real inputs followed by the synthetic ones, and the
+        teacher's on each (None where it did not run)."""
         real_outputs, synthetic_outputs = _split(outputs, batch_size)
         terms = {}
         if self.uses_labels:
@@ -257,19 +347,26 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             terms["student_loss"] = supervised_loss(y, real_outputs, sample_weight)
         loss = terms.get("student_loss")
         if self.uses_teacher:
-            teacher_real, teacher_synthetic = _split(teacher_outputs, batch_size)
-            terms["distillation_loss"] = self.distillation_kl(
-                teacher_real, real_outputs, sample_weight
-            )
-            teacher_term = terms["distillation_loss"]
-            if self.uses_extracurricular:
+            if teacher_real is not None:
+                terms["distillation_loss"] = self.distillation_kl(
+                    teacher_real, real_outputs, sample_weight
+                )
+            if not self.uses_extracurricular:
+                teacher_term = terms["distillation_loss"]
+            else:
                 terms["extracurricular_loss"] = self.distillation_kl(
                     teacher_synthetic,
                     synthetic_outputs,
                     self._synthetic_weights(sample_weight, teacher_synthetic),
                 )
-                k = float(self.samples_per_example)
-                teacher_term = (teacher_term + k * terms["extracurricular_loss"]) / (1.0 + k)
+                k, r = float(self.samples_per_example), self.real_weight
+                teacher_term = k * terms["extracurricular_loss"]
+                if teacher_real is not None and r > 0:
+                    teacher_term = teacher_term + r * terms["distillation_loss"]
+                teacher_term = teacher_term / (r + k)
+            if training and self.warmup_steps:
+                step = tf.cast(self.optimizer.iterations + 1, tf.float32)
+                teacher_term = teacher_term * tf.minimum(1.0, step / self.warmup_steps)
             loss = (1.0 - self.supervised_weight) * teacher_term
             if self.uses_labels and self.supervised_weight > 0:
                 loss = loss + self.supervised_weight * terms["student_loss"]
@@ -297,28 +394,33 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = _batch_size(x)
-        inputs = self.forward_inputs(x, training=True)
-        # Outside the tape: the frozen teacher needs no gradient bookkeeping.
-        teacher_outputs = self._teacher_outputs(inputs)
-        with tf.GradientTape() as tape:
-            outputs = self.student(inputs, training=True)
-            loss, terms = self._objective(y, sample_weight, outputs, teacher_outputs, batch_size)
-            scaled_loss = self.optimizer.scale_loss(loss)
+        # Outside the tape: sampling, selection and the frozen teacher need no gradients.
+        inputs, teacher_real, teacher_synthetic = self._forward(x, training=True)
         variables = self.student.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
-        finite = self._apply_if_finite(gradients, variables, loss)
+        all_finite = tf.constant(True)
+        # The teacher's outputs serve `updates_per_batch` student updates.
+        for _ in range(self.updates_per_batch):
+            with tf.GradientTape() as tape:
+                outputs = self.student(inputs, training=True)
+                loss, terms = self._objective(
+                    y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, True
+                )
+                scaled_loss = self.optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled_loss, variables)
+            finite = self._apply_if_finite(gradients, variables, loss)
+            all_finite = tf.logical_and(all_finite, finite)
         # A skipped step shows as a NaN loss, which `fit` turns into an error.
-        loss = tf.where(finite, loss, float("nan"))
+        loss = tf.where(all_finite, loss, float("nan"))
         self._update_trackers(terms, loss, batch_size)
         return self._metrics_result(x, y, outputs, sample_weight, batch_size)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = _batch_size(x)
-        inputs = self.forward_inputs(x, training=False)
+        inputs, teacher_real, teacher_synthetic = self._forward(x, training=False)
         outputs = self.student(inputs, training=False)
         loss, terms = self._objective(
-            y, sample_weight, outputs, self._teacher_outputs(inputs), batch_size
+            y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, False
         )
         self._update_trackers(terms, loss, batch_size)
         return self._metrics_result(x, y, outputs, sample_weight, batch_size)
@@ -432,6 +534,10 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 "supervised_weight": self.supervised_weight,
                 "mode": self.mode,
                 "uncertainty_weighting": self.uncertainty_weighting,
+                "real_weight": self.real_weight,
+                "selection": keras.saving.serialize_keras_object(self.selection),
+                "warmup_steps": self.warmup_steps,
+                "updates_per_batch": self.updates_per_batch,
             }
         )
         return config
@@ -465,8 +571,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("student", "teacher", "sampler"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+        for key in ("student", "teacher", "sampler", "selection"):
+            config[key] = keras.saving.deserialize_keras_object(config.get(key))
         config["head"] = heads_lib.get(config["head"])
         return cls(**config)
 

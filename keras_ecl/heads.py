@@ -13,9 +13,24 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_ecl.registry import Registry
-from keras_ecl.utils import PACKAGE, as_numeric_tensor, check_integer, check_positive
+from keras_ecl.utils import (
+    PACKAGE,
+    as_numeric_tensor,
+    check_integer,
+    check_positive,
+    is_number,
+)
 
-__all__ = ["Categorical", "Head", "HeadLayer", "Laplace", "Normal", "get", "register"]
+__all__ = [
+    "Categorical",
+    "DecoupledCategorical",
+    "Head",
+    "HeadLayer",
+    "Laplace",
+    "Normal",
+    "get",
+    "register",
+]
 
 tfd = tfp.distributions
 
@@ -183,12 +198,19 @@ class Categorical(Head):
     """Class probabilities from logits: `tfd.Categorical(logits / temperature)`.
 
     The distillation KL is multiplied by `temperature**2` so its gradients keep
-    the scale of the hard-label loss (Hinton et al., 2015). The supervised
-    negative log-likelihood always uses temperature 1.
+    the scale of the hard-label loss (Hinton et al., 2015). With
+    `standardize=True` each model's logits are z-scored per example before the
+    temperature (logit standardisation, Sun et al., 2024), so the student
+    matches the teacher's logit *relations* and not their range. The
+    supervised negative log-likelihood always uses the raw logits at
+    temperature 1.
 
     Args:
         temperature: Softening temperature of the distillation target, > 0.
             Defaults to 1.0.
+        standardize: Z-score the logits, `(z - mean) / (1e-7 + std)` with the
+            unbiased std over classes as the reference code does, before the
+            temperature. Defaults to False.
 
     Example:
 
@@ -197,17 +219,35 @@ class Categorical(Head):
     dist = head.distribution(tf.constant([[2.0, 0.0, -2.0]]))
     dist.probs_parameter()  # softened class probabilities
     ```
+
+    References:
+        - [Hinton et al., 2015](https://arxiv.org/abs/1503.02531)
+        - [Sun et al., 2024](https://arxiv.org/abs/2403.01427)
     """
 
     event_name = "classes"
 
-    def __init__(self, temperature=1.0):
+    def __init__(self, temperature=1.0, standardize=False):
         check_positive("temperature", temperature)
+        if not isinstance(standardize, bool):
+            raise ValueError(
+                f"`standardize` must be True or False. Received: standardize={standardize!r}"
+            )
         self.temperature = float(temperature)
+        self.standardize = standardize
+
+    def scaled_logits(self, outputs, argument="outputs"):
+        """The float32 logits of the distillation target: standardized if asked, over T."""
+        logits = tf.cast(self._checked(outputs, argument), tf.float32)
+        if self.standardize:
+            classes = tf.cast(tf.shape(logits)[-1], tf.float32)
+            mean = tf.reduce_mean(logits, axis=-1, keepdims=True)
+            variance = tf.reduce_sum(tf.square(logits - mean), axis=-1, keepdims=True)
+            logits = (logits - mean) / (1e-7 + tf.sqrt(variance / (classes - 1.0)))
+        return logits / self.temperature
 
     def distribution(self, outputs, argument="outputs"):
-        logits = tf.cast(self._checked(outputs, argument), tf.float32)
-        return tfd.Categorical(logits=logits / self.temperature)
+        return tfd.Categorical(logits=self.scaled_logits(outputs, argument))
 
     @staticmethod
     def _parameter_shape(distribution):
@@ -284,7 +324,85 @@ class Categorical(Head):
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
     def get_config(self):
-        return {"temperature": self.temperature}
+        return {"temperature": self.temperature, "standardize": self.standardize}
+
+
+@HEADS.register("decoupled_categorical")
+class DecoupledCategorical(Categorical):
+    """Categorical head whose distillation divergence is decoupled KD (DKD).
+
+    DKD splits KL(teacher ‖ student) at the target class: a binary KL of
+    "target vs. the rest" (TCKD, weight `alpha`) and a KL between the
+    distributions over the non-target classes (NCKD, weight `beta`), each
+    times `temperature**2`, as in Zhao et al. (2022) and mdistiller's
+    `dkd_loss`. The target is the teacher's top class on every input: on
+    synthetic inputs there is no label, and on real training inputs it is the
+    label wherever the teacher fits its training data (the published DKD uses
+    the label). Everything else (NLL, serving, uncertainty) is `Categorical`'s.
+
+    Args:
+        temperature: Softening temperature, > 0. Defaults to 4.0 (DKD's).
+        alpha: Weight of TCKD, >= 0. Defaults to 1.0.
+        beta: Weight of NCKD, >= 0. Defaults to 8.0.
+        standardize: Z-score the logits first (DKD + logit standardisation).
+            Defaults to False.
+
+    Example:
+
+    ```python
+    head = keras_ecl.heads.DecoupledCategorical(temperature=4.0, alpha=1.0, beta=8.0)
+    distiller = keras_ecl.Distiller(student, teacher, head=head, mode="kd")
+    ```
+
+    References:
+        - [Zhao et al., 2022](https://arxiv.org/abs/2203.08679)
+    """
+
+    def __init__(self, temperature=4.0, alpha=1.0, beta=8.0, standardize=False):
+        super().__init__(temperature=temperature, standardize=standardize)
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if not is_number(value) or not 0 <= value < float("inf"):
+                raise ValueError(
+                    f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
+                )
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def kl_divergence(self, teacher_outputs, student_outputs):
+        teacher = self.scaled_logits(teacher_outputs, "teacher_outputs")
+        student = self.scaled_logits(student_outputs, "student_outputs")
+        if not teacher.shape.is_compatible_with(student.shape):
+            raise ValueError(
+                "`teacher_outputs` and `student_outputs` must encode distributions of the "
+                f"same shape. Received: teacher={tuple(teacher.shape)}, "
+                f"student={tuple(student.shape)}"
+            )
+        target = tf.one_hot(tf.argmax(teacher, axis=-1), tf.shape(teacher)[-1], dtype=tf.float32)
+        tckd = _binary_kl(*(_target_log_probs(z, target) for z in (teacher, student)))
+        # The non-target classes alone: the target pushed out of the softmax, as mdistiller does.
+        teacher_rest = tf.nn.log_softmax(teacher - 1000.0 * target)
+        student_rest = tf.nn.log_softmax(student - 1000.0 * target)
+        nckd = tf.reduce_sum(tf.exp(teacher_rest) * (teacher_rest - student_rest), axis=-1)
+        return (self.alpha * tckd + self.beta * nckd) * (self.temperature**2)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+
+
+def _target_log_probs(scaled_logits, target):
+    """`(log p_target, log (1 - p_target))` from scaled logits, in log space."""
+    log_probs = tf.nn.log_softmax(scaled_logits)
+    log_target = tf.reduce_sum(log_probs * target, axis=-1)
+    log_rest = tf.reduce_logsumexp(log_probs - 1000.0 * target, axis=-1)
+    return log_target, log_rest
+
+
+def _binary_kl(teacher, student):
+    """KL between two Bernoullis given as `(log p, log (1 - p))` pairs."""
+    (teacher_in, teacher_out), (student_in, student_out) = teacher, student
+    return tf.exp(teacher_in) * (teacher_in - student_in) + tf.exp(teacher_out) * (
+        teacher_out - student_out
+    )
 
 
 class _LocationScale(Head):

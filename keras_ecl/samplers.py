@@ -15,6 +15,7 @@ and the output has the input's trailing shape and dtype.
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -24,11 +25,13 @@ from keras_ecl.utils import check_integer, check_positive, check_seed, to_tensor
 __all__ = [
     "CutMix",
     "FromCallable",
+    "GaussianMixture",
     "GaussianNoise",
     "Identity",
     "MixUp",
     "OneOf",
     "Sampler",
+    "default_sampler",
     "get",
     "register",
 ]
@@ -91,6 +94,10 @@ class Sampler(keras.layers.Layer):
                 f"shape={tuple(expected)}, dtype={x.dtype.name}. Received: "
                 f"shape={tuple(outputs.shape)}, dtype={outputs.dtype.name}"
             )
+        if outputs.shape.merge_with(expected) != outputs.shape:
+            # A callable that lost the static shape (e.g. tf.py_function): restore it,
+            # checked at run time, so that the models downstream can be called on it.
+            outputs = tf.ensure_shape(outputs, expected)
         return outputs
 
     def sample(self, x, num_samples, seed):
@@ -417,6 +424,204 @@ class OneOf(Sampler):
         return cls(**config)
 
 
+@SAMPLERS.register(example=lambda: GaussianMixture(components=2, dims=3))
+class GaussianMixture(Sampler):
+    """Draws from a Gaussian mixture fitted to the training inputs, in PCA space.
+
+    `adapt(data)` fits it, as Keras preprocessing layers adapt: the inputs are
+    flattened, projected on their `dims` principal directions, and a mixture
+    of `components` full-covariance Gaussians is fitted there by EM (k-means++
+    start). The fit is stored in the layer's weights, so it saves and loads
+    with a model. Two ways to draw:
+
+    - `around_batch=True`: each synthetic input starts from its anchor's
+      projection and moves by `scale` times a draw of the anchor's most likely
+      component's covariance (a kernel density estimate shaped like the data
+      there); what lies outside the `dims` directions is kept from the anchor.
+    - `around_batch=False`: fresh draws from the whole mixture (the anchor is
+      ignored), mapped back to input space.
+
+    Args:
+        components: Mixture components, an integer >= 1. Defaults to 10.
+        dims: Principal directions kept, an integer >= 1, at most the number
+            of input features. Defaults to None: all features.
+        around_batch: Draw around each anchor rather than from the whole fit.
+            Defaults to True.
+        scale: Size of the moves around anchors in units of the component's
+            standard deviations, > 0. Defaults to 0.5.
+        seed: Integer seed of the draws (and of the fit's start). Defaults to None.
+        **kwargs: Forwarded to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    sampler = keras_ecl.samplers.GaussianMixture(components=10, dims=16)
+    sampler.adapt(x_train)
+    distiller = keras_ecl.Distiller(student, teacher, sampler=sampler)
+    ```
+    """
+
+    def __init__(self, components=10, dims=None, around_batch=True, scale=0.5, seed=None, **kwargs):
+        check_integer("components", components, 1)
+        if dims is not None:
+            check_integer("dims", dims, 1)
+        check_positive("scale", scale)
+        if not isinstance(around_batch, bool):
+            raise ValueError(
+                f"`around_batch` must be True or False. Received: around_batch={around_batch!r}"
+            )
+        super().__init__(seed=seed, **kwargs)
+        self.components = int(components)
+        self.dims = None if dims is None else int(dims)
+        self.around_batch = around_batch
+        self.scale = float(scale)
+
+    def build(self, input_shape):
+        features = math.prod(input_shape[1:])
+        dims = features if self.dims is None else self.dims
+        if dims > features:
+            raise ValueError(
+                f"`dims` must be at most the {features} input features. Received: dims={dims}"
+            )
+        k = self.components
+
+        def weight(name, shape):
+            return self.add_weight(name=name, shape=shape, initializer="zeros", trainable=False)
+
+        self.center = weight("center", (features,))
+        self.basis = weight("basis", (features, dims))
+        self.log_weights = weight("log_weights", (k,))
+        self.locs = weight("locs", (k, dims))
+        self.scale_trils = weight("scale_trils", (k, dims, dims))
+        self.adapted = weight("adapted", ())
+
+    def adapt(self, data, steps=100):
+        """Fits the mixture to `data` (an array of inputs); returns the sampler.
+
+        Args:
+            data: Training inputs, shape `(rows, ...)` as the sampler will see them.
+            steps: EM iterations. Defaults to 100.
+        """
+        check_integer("steps", steps, 1)
+        flat = np.asarray(data, np.float64).reshape(len(data), -1)
+        if len(flat) < self.components or not np.all(np.isfinite(flat)):
+            raise ValueError(
+                f"`data` must hold at least components={self.components} finite rows. "
+                f"Received: shape={np.shape(data)}"
+            )
+        if not self.built:
+            self.build((None, *np.shape(data)[1:]))
+        center = flat.mean(axis=0)
+        _, _, directions = np.linalg.svd(flat - center, full_matrices=False)
+        basis = directions[: self.basis.shape[1]].T
+        projected = (flat - center) @ basis
+        # The start follows the seed, or Keras' global seed through the generator.
+        start = self.seed
+        if start is None:
+            start = int(keras.random.randint([], 0, 2**31 - 1, seed=self.seed_generator))
+        log_weights, locs, covariances = _fit_mixture(
+            projected, self.components, steps, np.random.default_rng(start)
+        )
+        for variable, value in (
+            (self.center, center),
+            (self.basis, basis),
+            (self.log_weights, log_weights),
+            (self.locs, locs),
+            (self.scale_trils, np.linalg.cholesky(covariances)),
+            (self.adapted, 1.0),
+        ):
+            variable.assign(np.asarray(value, "float32"))
+        return self
+
+    def sample(self, x, num_samples, seed):
+        if not self.built or float(self.adapted.numpy() if tf.executing_eagerly() else 1.0) == 0:
+            raise ValueError(
+                f"Sampler {self.name!r} is not fitted: call `adapt(training_inputs)` first."
+            )
+        flat = tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
+        anchors = _tile(flat, num_samples)
+        total = tf.shape(anchors)[0]
+        normal = tfd.MultivariateNormalTriL(loc=self.locs, scale_tril=self.scale_trils)
+        if self.around_batch:
+            projected = tf.matmul(anchors - self.center, self.basis)
+            # The anchor's most likely component shapes the move around it.
+            log_joint = normal.log_prob(projected[:, None, :]) + self.log_weights
+            component = tf.argmax(log_joint, axis=-1, output_type=tf.int32)
+            noise = tfd.Normal(0.0, 1.0).sample(tf.shape(projected), seed=seed)
+            tril = tf.gather(self.scale_trils, component)
+            moved = projected + self.scale * tf.linalg.matvec(tril, noise)
+            # What lies outside the kept directions stays the anchor's.
+            outputs = anchors + tf.matmul(moved - projected, self.basis, transpose_b=True)
+        else:
+            mixture = tfd.MixtureSameFamily(tfd.Categorical(logits=self.log_weights), normal)
+            drawn = mixture.sample(total, seed=seed)
+            outputs = self.center + tf.matmul(drawn, self.basis, transpose_b=True)
+        return tf.cast(tf.reshape(outputs, tf.concat([[total], tf.shape(x)[1:]], 0)), x.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "components": self.components,
+                "dims": self.dims,
+                "around_batch": self.around_batch,
+                "scale": self.scale,
+            }
+        )
+        return config
+
+
+def _fit_mixture(points, components, steps, rng):
+    """EM for a full-covariance Gaussian mixture; `(log weights, means, covariances)`."""
+    n, d = points.shape
+    # k-means++ start: spread the first means over the data.
+    means = [points[rng.integers(n)]]
+    for _ in range(components - 1):
+        distance = np.min([np.sum((points - m) ** 2, axis=1) for m in means], axis=0)
+        means.append(points[rng.choice(n, p=distance / distance.sum())])
+    means = np.array(means)
+    ridge = 1e-6 * np.trace(np.cov(points.T).reshape(d, d)) / d + 1e-9
+    covariances = np.repeat(np.cov(points.T).reshape(1, d, d), components, axis=0)
+    covariances += ridge * np.eye(d)
+    log_weights = np.full(components, -np.log(components))
+    for _ in range(steps):
+        log_resp = (
+            np.stack(
+                [
+                    _gaussian_log_density(points, m, c)
+                    for m, c in zip(means, covariances, strict=True)
+                ],
+                axis=1,
+            )
+            + log_weights
+        )
+        log_resp -= _logsumexp(log_resp)
+        resp = np.exp(log_resp)
+        counts = resp.sum(axis=0) + 1e-12
+        log_weights = np.log(counts / n)
+        means = resp.T @ points / counts[:, None]
+        for j in range(components):
+            centred = points - means[j]
+            covariances[j] = (resp[:, j, None] * centred).T @ centred / counts[j]
+            covariances[j] += ridge * np.eye(d)
+    return log_weights, means, covariances
+
+
+def _gaussian_log_density(points, mean, covariance):
+    tril = np.linalg.cholesky(covariance)
+    solved = np.linalg.solve(tril, (points - mean).T)
+    return (
+        -0.5 * np.sum(solved**2, axis=0)
+        - np.log(np.diag(tril)).sum()
+        - 0.5 * len(mean) * np.log(2 * np.pi)
+    )
+
+
+def _logsumexp(values):
+    top = values.max(axis=1, keepdims=True)
+    return top + np.log(np.exp(values - top).sum(axis=1, keepdims=True))
+
+
 @SAMPLERS.register(example=lambda: FromCallable(keras.layers.GaussianNoise(0.1)))
 class FromCallable(Sampler):
     """Wraps a Keras layer, model or function as a sampler.
@@ -471,6 +676,30 @@ class FromCallable(Sampler):
         config = dict(config)
         config["function"] = keras.saving.deserialize_keras_object(config["function"])
         return cls(**config)
+
+
+def default_sampler(seed=None):
+    """The sampler of `keras_ecl.Distiller`'s default recipe: `OneOf([MixUp, CutMix])`.
+
+    Both parts are free of scale (they recombine real inputs), so the default
+    needs no tuning to the data's units; they work on inputs of any rank
+    (feature vectors, signals, images). Chosen on validation splits, see
+    BENCHMARKS.md, "Choosing ECL's recipe".
+
+    Args:
+        seed: Integer seed of the mixture (it drives its parts). Defaults to None.
+
+    Returns:
+        A `OneOf` of `MixUp(alpha=1.0)` and `CutMix(alpha=1.0)`, equally likely.
+
+    Example:
+
+    ```python
+    sampler = keras_ecl.samplers.default_sampler(seed=0)
+    sampler(np.random.rand(8, 40).astype("float32")).shape  # (8, 40)
+    ```
+    """
+    return OneOf([MixUp(alpha=1.0), CutMix(alpha=1.0)], seed=seed)
 
 
 def get(identifier):

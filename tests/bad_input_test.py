@@ -34,7 +34,9 @@ mlp = functools.partial(testing.mlp, inputs=FEATURES)
 
 
 def distiller(**kwargs):
-    options = dict(student=mlp(), teacher=mlp(units=16), sampler=S.MixUp(seed=0))
+    options = dict(
+        student=mlp(), teacher=mlp(units=16), sampler=S.MixUp(seed=0), updates_per_batch=1
+    )
     options.update(kwargs)
     model = keras_ecl.Distiller(**options)
     model.compile(optimizer="adam")

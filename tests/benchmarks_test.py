@@ -103,35 +103,98 @@ def test_markdown_table():
     assert table.splitlines() == ["| a | b |", "| --- | --- |", "| 1 | 2 |"]
 
 
-def test_run_trains_every_method_per_seed_and_summarizes_over_seeds():
-    # Stand-ins for models: `run` hands them to the task's own callables only.
-    def train(trial):
-        return harness.Trained(trial.teacher, 1.0, 0.5, extra={"probe": trial.runs["seed"]})
+class FakeCurve:
+    """A curve whose scorings are given: `(epoch, seconds, m)` triples."""
 
+    def __init__(self, points):
+        self.points = [{"epoch": e, "seconds": t, "m": m} for e, t, m in points]
+
+    def seconds_at(self, epoch):
+        return next(p["seconds"] for p in self.points if p["epoch"] == epoch)
+
+    def final(self):
+        return self.points[-1]
+
+
+def test_run_times_kd_first_and_gives_the_others_its_budget():
+    # Stand-ins for models: `run` hands them to the task's own callables only.
+    budgets_seen = []
+
+    def kd(trial):
+        budgets_seen.append(trial.budget_seconds)
+        return harness.Trained(trial.teacher, FakeCurve([(1, 2.0, 0.1), (2, 4.0, 0.2)]))
+
+    def other(trial):
+        budgets_seen.append(trial.budget_seconds)
+        return harness.Trained(trial.teacher, FakeCurve([(1, 3.0, 0.5)]), extra={"x": 1})
+
+    config = harness.TrainConfig(
+        teacher_epochs=1, student_epochs=2, batch_size=8, learning_rate=1e-3, budgets=(1.0, 3.0)
+    )
     task = harness.Task(
         name="fake",
         data=(None, None),
         teacher=lambda seed: (f"teacher {seed}", 10.0 + seed),
         make_student=None,
-        runs=lambda seed: {"seed": seed},
-        config=None,
+        runs=lambda seed: {},
+        config=config,
         score=lambda model, teacher: {"m": float(teacher[-1])},
-        methods=(harness.Method("A", train),),
+        methods=(harness.Method("KD", kd), harness.Method("A", other)),
     )
     seen = []
     per_seed = harness.run(task, [0, 1], on_models=lambda seed, models: seen.append(models))
-    assert seen == [
-        {"teacher": "teacher 0", "A": "teacher 0"},
-        {"teacher": "teacher 1", "A": "teacher 1"},
+    assert seen[1] == {"teacher": "teacher 1", "KD": "teacher 1", "A": "teacher 1"}
+    # KD's time for its 2 reference epochs is the unit: A trains for 3 units.
+    assert budgets_seen == [None, 12.0, None, 12.0]
+    assert per_seed[1]["budget_unit_seconds"] == 4.0 and per_seed[1]["x"] == 1
+    assert per_seed[1]["models"]["A"] == {"seconds": 3.0, "m": 0.5}
+    assert per_seed[1]["models"]["teacher"] == {"m": 1.0, "seconds": 11.0}
+    budget = metrics.budget_summary(per_seed, "m", config.budgets)
+    assert budget["KD"]["1.0"]["values"] == [0.2, 0.2]  # epoch 2, at 4 s
+    assert budget["A"]["1.0"]["values"] == [0.5, 0.5]  # its scoring at 3 s is within 4 s
+    with pytest.raises(ValueError, match="must be KD. Received: A"):
+        harness.run(dataclasses.replace(task, methods=task.methods[::-1]), [0])
+
+
+def test_at_budget_takes_the_last_scoring_within_it():
+    points = [{"seconds": s, "m": m} for s, m in [(1.0, 0.1), (2.0, 0.2), (3.03, 0.3)]]
+    assert metrics.at_budget(points, 2.5, "m") == 0.2
+    assert metrics.at_budget(points, 3.0, "m") == 0.3  # 3.03 is 1 % over: within the slack
+    assert metrics.at_budget(points, 2.0, "m") == 0.2
+    assert metrics.at_budget(points, 0.5, "m") is None
+
+
+def test_mean_curve_steps_and_averages_over_seeds():
+    runs = [
+        {"budget_unit_seconds": 1.0, "curves": {"A": [{"seconds": 1.0, "m": 1.0}]}},
+        {"budget_unit_seconds": 2.0, "curves": {"A": [{"seconds": 1.0, "m": 3.0}]}},
     ]
-    assert per_seed[1] == {
-        "seed": 1,
-        "models": {"teacher": {"m": 1.0, "seconds": 11.0}, "A": {"m": 1.0, "seconds": 1.0}},
-        "probe": 1,
-        "median_epoch_seconds": {"A": 0.5},
-    }
-    summary = metrics.summarize(per_seed)
-    assert summary["A"]["m"] == {"mean": 0.5, "std": pytest.approx(0.5**0.5), "values": [0.0, 1.0]}
+    curve = metrics.mean_curve(runs, "A", "m", np.array([0.25, 0.5, 1.0]))
+    # Seed 2 scores at 0.5 units, seed 1 at 1 unit: before both, NaN.
+    assert np.isnan(curve[0]) and curve[1] == 3.0 and curve[2] == 2.0
+
+
+def test_curve_scores_every_few_epochs_stops_at_its_budget_and_excludes_scoring_time():
+    import keras
+
+    calls = []
+
+    def score():
+        calls.append(1)
+        import time as clock
+
+        clock.sleep(0.05)  # scoring time must not count
+        return {"m": float(len(calls))}
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    curve = harness.Curve(score, every=2, budget_seconds=None)
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=5, verbose=0, callbacks=[curve])
+    assert [p["epoch"] for p in curve.points] == [2, 4, 5]  # and the last epoch
+    assert curve.seconds < 0.15 * 5  # no 0.05 s sleeps in it
+    budgeted = harness.Curve(score, every=100, budget_seconds=1e-9)
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=50, verbose=0, callbacks=[budgeted])
+    assert [p["epoch"] for p in budgeted.points] == [1]  # stopped at the first epoch end
 
 
 # Each smoke run traces some ten models (about 12-16 s on 2 shared cores): all
@@ -147,13 +210,18 @@ def test_smoke_run_writes_results(name, tmp_path):
     assert saved["command"] == " ".join(["python -m", f"benchmarks.{name}", *argv])
     assert saved["config"] == json.loads(json.dumps(dataclasses.asdict(module.CONFIGS["smoke"])))
     assert saved["machine"]["cores"] >= 1
-    models = {"teacher", "ERM", "KD", "ECL", "KD-equal-time", "Identity"}
-    assert models <= set(saved["summary"])
+    regression = name in ("friedman1", "toy_regression")
+    methods = harness.REGRESSION_METHODS if regression else harness.CLASSIFICATION_METHODS
+    assert set(saved["summary"]) == {"teacher", *(m.label for m in methods)}
     for model, scores in saved["summary"].items():
         assert len(scores["seconds"]["values"]) == 1, model
         for values in scores.values():
             assert all(math.isfinite(v) for v in values["values"]), model
-    assert all(run["kd_equal_time"]["epochs"] >= 1 for run in saved["per_seed"])
+    run = saved["per_seed"][0]
+    unit = run["budget_unit_seconds"]
+    for label, points in run["curves"].items():
+        assert points[-1]["seconds"] >= max(saved["config"]["budgets"]) * unit or label == "KD"
+    assert set(saved["budget"]["summary"]["KD"]) == {"1.0", "2.0"}
     section = report.markdown_section(result)
     assert section.startswith(f"## {saved['title']}")
     assert "± " in section
@@ -196,13 +264,13 @@ def test_report_is_built_from_result_files(tmp_path):
 
 def test_configs_are_frozen_and_reject_unknown_fields():
     sizes = dict(teacher_epochs=1, student_epochs=1, batch_size=8, learning_rate=1e-3)
-    with pytest.raises(TypeError, match="probe_epoch"):
-        harness.TrainConfig(**sizes, probe_epoch=1)
-    digits = importlib.import_module("benchmarks.digits")
-    with pytest.raises(TypeError, match="samples_per_exmple"):
-        digits.Config(**sizes, probe_epochs=1, sweep=("MixUp",), samples_per_exmple=1)
+    with pytest.raises(TypeError, match="probe_epochs"):
+        harness.TrainConfig(**sizes, probe_epochs=1)
+    friedman1 = importlib.import_module("benchmarks.friedman1")
+    with pytest.raises(TypeError, match="teacher_member"):
+        friedman1.Config(**sizes, patience=1, teacher_member=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        digits.CONFIGS["smoke"].student_epochs = 3
+        friedman1.CONFIGS["smoke"].student_epochs = 3
 
 
 def test_machine_is_detected_at_run_time():
@@ -265,16 +333,20 @@ def test_moment_matched_normal_has_the_mixture_mean_and_variance():
     assert float(scale[0, 0]) == pytest.approx(np.sqrt(3.5), rel=1e-4)
 
 
-@pytest.mark.parametrize("name", ["digits", "friedman1"])
-def test_every_swept_sampler_draws_inputs_of_its_benchmark(name):
-    # The smoke runs sweep fewer samplers than the full runs: draw from all of them here.
-    module = importlib.import_module(f"benchmarks.{name}")
-    shape = (8, 8, 1) if name == "digits" else (10,)
-    x = np.random.default_rng(0).uniform(size=(4, *shape)).astype("float32")
-    for sampler in module.CONFIGS["full"].sweep:
-        draws = module.make_sampler(sampler, seed=0)(x, num_samples=2)
-        assert draws.shape == (8, *shape), sampler
-        assert np.isfinite(np.asarray(draws)).all(), sampler
+def test_peers_are_distiller_options_with_their_published_settings():
+    peers = harness.peer_options(seed=0, steps_per_epoch=40)
+    assert peers["FunMatch"]["supervised_weight"] == 0.0 and peers["FunMatch"]["real_weight"] == 0
+    assert peers["DKD"]["head"].get_config() == {
+        "temperature": 4.0,
+        "standardize": False,
+        "alpha": 1.0,
+        "beta": 8.0,
+    }
+    assert peers["DKD"]["warmup_steps"] == 20 * 40
+    assert peers["LS-KD"]["head"].standardize and peers["LS-KD"]["head"].temperature == 2.0
+    # CE : KD = 0.1 : 9, as the reference configs weigh them.
+    weight = peers["LS-KD"]["supervised_weight"]
+    assert weight / (1 - weight) == pytest.approx(0.1 / 9)
 
 
 def test_digits_subset_is_stratified_and_keeps_the_evaluation_splits():

@@ -66,7 +66,12 @@ def test_ecl_with_identity_sampler_equals_kd_on_real_inputs():
     teacher, student = mlp(NUM_CLASSES, units=16), mlp(NUM_CLASSES, units=4)
     common = dict(head=heads.Categorical(3.0), supervised_weight=0.4)
     ecl = keras_ecl.Distiller(
-        student, teacher, sampler=samplers.Identity(), samples_per_example=3, **common
+        student,
+        teacher,
+        sampler=samplers.Identity(),
+        samples_per_example=3,
+        real_weight=1.0,
+        **common,
     )
     kd = keras_ecl.Distiller(student, teacher, mode="kd", **common)
     for distiller in (ecl, kd):
@@ -88,6 +93,7 @@ def test_ecl_loss_combines_terms_with_sample_count():
         sampler=samplers.MixUp(seed=3),
         samples_per_example=k,
         supervised_weight=w,
+        real_weight=1.0,
     )
     distiller.compile(optimizer="sgd")
     logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
@@ -96,6 +102,113 @@ def test_ecl_loss_combines_terms_with_sample_count():
     ) / (1 + k)
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
     assert logs["extracurricular_loss"] != pytest.approx(logs["distillation_loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("real_weight", [0.0, 0.5, 3.0])
+def test_real_weight_weights_the_real_kl_against_the_synthetic_ones(real_weight):
+    x, y = make_data()
+    k, w = 2, 0.25
+    teacher, student = mlp(NUM_CLASSES, units=16), mlp(NUM_CLASSES, units=4)
+    shift = samplers.FromCallable(lambda t: 0.5 * t + 0.1)  # draws independent of the seed
+    distiller = keras_ecl.Distiller(
+        student,
+        teacher,
+        sampler=shift,
+        samples_per_example=k,
+        supervised_weight=w,
+        real_weight=real_weight,
+    )
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+
+    def kl(inputs):
+        p_t = softmax(teacher.predict(inputs, verbose=0).astype("float64"))
+        p_s = softmax(student.predict(inputs, verbose=0).astype("float64"))
+        return np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=-1))
+
+    kl_real, kl_synthetic = kl(x), kl(0.5 * x + 0.1)
+    assert logs["extracurricular_loss"] == pytest.approx(kl_synthetic, rel=1e-4)
+    expected = w * logs["student_loss"] + (1 - w) * (real_weight * kl_real + k * kl_synthetic) / (
+        real_weight + k
+    )
+    assert logs["loss"] == pytest.approx(expected, rel=1e-4)
+    # With weight 0 the teacher never sees the real batch: no real-input KL at all.
+    assert ("distillation_loss" in logs) == (real_weight > 0)
+    if real_weight > 0:
+        assert logs["distillation_loss"] == pytest.approx(kl_real, rel=1e-4)
+
+
+class BatchRecorder(keras.layers.Layer):
+    """Records the batch size of every call (run eagerly)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = []
+
+    def call(self, inputs):
+        if inputs.shape[0] is not None:  # not when Keras builds the model symbolically
+            self.sizes.append(int(inputs.shape[0]))
+        return inputs
+
+
+def test_real_weight_zero_runs_the_teacher_on_synthetic_inputs_only():
+    recorder = BatchRecorder()
+    teacher = keras.Sequential([keras.Input((testing.FEATURES,)), recorder, keras.layers.Dense(3)])
+    distiller = keras_ecl.Distiller(
+        mlp(NUM_CLASSES, units=4),
+        teacher,
+        sampler=samplers.MixUp(seed=0),
+        samples_per_example=2,
+        supervised_weight=0.5,
+        real_weight=0.0,
+    )
+    distiller.compile(optimizer="sgd", run_eagerly=True)
+    x, y = make_data(48)
+    recorder.sizes.clear()
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    # The eager check before training sees the rows; then 3 steps of k * 16 synthetic rows.
+    assert recorder.sizes == [48, 32, 32, 32]
+
+
+def test_updates_per_batch_reuse_one_teacher_pass_for_several_student_updates():
+    x, y = make_data(32)
+    recorder = BatchRecorder()
+    teacher = keras.Sequential([keras.Input((testing.FEATURES,)), recorder, keras.layers.Dense(3)])
+    shift = samplers.FromCallable(lambda t: 0.5 * t + 0.1)  # the same draws every step
+
+    def trained(updates, epochs):
+        keras.utils.set_random_seed(0)
+        distiller = keras_ecl.Distiller(
+            mlp(NUM_CLASSES, units=4), teacher, sampler=shift, updates_per_batch=updates
+        )
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)
+        recorder.sizes.clear()
+        distiller.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=False)
+        return distiller.student.get_weights(), len(recorder.sizes)
+
+    (twice, calls_twice), (two_epochs, calls_epochs) = trained(2, 1), trained(1, 2)
+    for a, b in zip(twice, two_epochs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The eager check before training, then one teacher pass per step for both updates.
+    assert (calls_twice, calls_epochs) == (1 + 1, 1 + 2)
+    with pytest.raises(ValueError, match="`updates_per_batch` must be an integer >= 1"):
+        keras_ecl.Distiller(mlp(NUM_CLASSES), teacher, updates_per_batch=0)
+
+
+def test_warmup_ramps_the_teacher_term_over_the_first_steps():
+    x, y = make_data(64)
+    options = dict(mode="kd", supervised_weight=0.3)
+    teacher = mlp(NUM_CLASSES, units=16)
+    warm = keras_ecl.Distiller(mlp(NUM_CLASSES, units=4), teacher, warmup_steps=4, **options)
+    warm.compile(optimizer=keras.optimizers.SGD(0.0))  # weights stay: each step sees the same
+    history = warm.fit(x, y, batch_size=64, epochs=6, verbose=0, shuffle=False).history
+    ce, kl = history["student_loss"][0], history["distillation_loss"][0]
+    for step, loss in enumerate(history["loss"], start=1):
+        assert loss == pytest.approx(0.3 * ce + 0.7 * kl * min(1.0, step / 4), rel=1e-5)
+    logs = warm.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(0.3 * ce + 0.7 * kl, rel=1e-5)  # full weight
+    with pytest.raises(ValueError, match="`warmup_steps` must be an integer >= 0"):
+        keras_ecl.Distiller(mlp(NUM_CLASSES), teacher, warmup_steps=-1, **options)
 
 
 def test_erm_needs_no_teacher_and_reports_only_the_supervised_loss():
@@ -167,9 +280,11 @@ def test_distillation_moves_the_student_towards_the_teacher():
         mlp(NUM_CLASSES, units=16), teacher, sampler=samplers.MixUp(seed=0), supervised_weight=0.0
     )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
-    before = distiller.evaluate(x, y, verbose=0, return_dict=True)["distillation_loss"]
+    kd = keras_ecl.Distiller(distiller.student, teacher, mode="kd")  # KL on real inputs
+    kd.compile(optimizer="sgd")
+    before = kd.evaluate(x, y, verbose=0, return_dict=True)["distillation_loss"]
     distiller.fit(x, y, epochs=15, batch_size=32, verbose=0)
-    after = distiller.evaluate(x, y, verbose=0, return_dict=True)["distillation_loss"]
+    after = kd.evaluate(x, y, verbose=0, return_dict=True)["distillation_loss"]
     assert after < 0.5 * before
 
 
@@ -434,7 +549,7 @@ def _fit_fails(distiller, error, match, *args, **kwargs):
 def test_dataset_without_labels():
     x, _ = make_data()
     dataset = tf.data.Dataset.from_tensor_slices(x).batch(16)
-    _fit_fails(_distiller(), ValueError, r"supervised_weight=0.5.*needs labels.*no `y`", dataset)
+    _fit_fails(_distiller(), ValueError, r"supervised_weight=0.1.*needs labels.*no `y`", dataset)
     # Distilling from the teacher alone needs no labels.
     _distiller(supervised_weight=0.0).fit(dataset, epochs=1, verbose=0)
 
@@ -718,7 +833,7 @@ def test_mixed_precision_trains_with_float32_losses(policy, head_name):
     # Only float16 needs loss scaling; Keras wraps the optimizer for it alone.
     scaled = isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
     assert scaled == (policy == "mixed_float16")
-    for key in ("loss", "distillation_loss", "extracurricular_loss"):
+    for key in ("loss", "extracurricular_loss"):
         assert np.all(np.isfinite(history.history[key])), key
     assert all(np.all(np.isfinite(w)) for w in distiller.student.get_weights())
 
@@ -729,7 +844,10 @@ def test_unseeded_sampler_follows_keras_global_seed():
     def run(seed):
         keras.utils.set_random_seed(seed)
         distiller = keras_ecl.Distiller(
-            mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16), sampler=samplers.MixUp()
+            mlp(NUM_CLASSES, units=4),
+            mlp(NUM_CLASSES, units=16),
+            sampler=samplers.MixUp(),
+            updates_per_batch=1,
         )
         distiller.compile(optimizer="adam")
         distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)

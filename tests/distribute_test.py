@@ -29,7 +29,12 @@ def test_two_replicas_match_one_device_with_the_identity_sampler():
     x, y = testing.classification_data(128)
     runs = [
         testing.train_under(
-            strategy, x, y, sampler=keras_ecl.samplers.Identity(), samples_per_example=2
+            strategy,
+            x,
+            y,
+            sampler=keras_ecl.samplers.Identity(),
+            samples_per_example=2,
+            real_weight=1.0,
         )
         for strategy in (testing.one_device(), testing.two_replicas())
     ]

@@ -12,7 +12,7 @@ import tensorflow as tf
 from scipy import stats
 
 from keras_ecl import heads
-from tests.reference import ATOL, RTOL
+from tests.reference import ATOL, RTOL, dkd, standardize
 from tests.reference import categorical_kl as _categorical_kl
 from tests.reference import laplace_kl as _laplace_kl
 from tests.reference import log_softmax as _log_softmax
@@ -391,7 +391,10 @@ def test_valid_numbers_are_accepted_and_stored_as_float():
 
 
 def test_get_config_and_repr():
-    assert heads.Categorical(temperature=2.0).get_config() == {"temperature": 2.0}
+    assert heads.Categorical(temperature=2.0).get_config() == {
+        "temperature": 2.0,
+        "standardize": False,
+    }
     assert heads.Normal(min_scale=0.5).get_config() == {"min_scale": 0.5}
     assert repr(heads.Laplace(min_scale=0.25)) == "Laplace(min_scale=0.25)"
     clone = heads.Normal.from_config(heads.Normal(min_scale=0.2).get_config())
@@ -627,3 +630,67 @@ def test_initial_bias_starts_the_scale_at_initial_scale():
     _, scale = head.split(bias[None])
     np.testing.assert_allclose(scale, 0.5, rtol=1e-5)
     assert heads.Categorical().initial_bias(3, 1.0) is None
+
+
+# Logit standardisation and decoupled KD (the peers' losses).
+
+
+def test_standardized_logits_by_hand():
+    # mean 0, unbiased std sqrt((4 + 0 + 4) / 2) = 2: z-scores [1, 0, -1], then / T.
+    head = heads.Categorical(temperature=2.0, standardize=True)
+    np.testing.assert_allclose(head.scaled_logits([[2.0, 0.0, -2.0]]), [[0.5, 0.0, -0.5]], 1e-6)
+    # The same relations at another range and offset give the same distribution.
+    np.testing.assert_allclose(
+        head.scaled_logits([[10.0, 5.0, 0.0]]), head.scaled_logits([[2.0, 0.0, -2.0]]), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_standardized_kl_matches_the_reference(temperature):
+    rng = np.random.default_rng(1)
+    teacher, student = 3 * rng.normal(size=(2, 16, 10))
+    head = heads.Categorical(temperature, standardize=True)
+    expected = _categorical_kl(standardize(teacher), standardize(student), temperature)
+    np.testing.assert_allclose(head.kl_divergence(teacher, student), expected, rtol=1e-4, atol=1e-6)
+    # The supervised NLL still uses the raw logits.
+    y = rng.integers(0, 10, 16)
+    raw = heads.Categorical().negative_log_likelihood(y, student)
+    np.testing.assert_allclose(head.negative_log_likelihood(y, student), raw, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "temperature, alpha, beta", [(4.0, 1.0, 8.0), (1.0, 1.0, 1.0), (2.0, 0.0, 2.0)]
+)
+def test_decoupled_kd_matches_mdistiller(temperature, alpha, beta):
+    rng = np.random.default_rng(2)
+    teacher, student = 3 * rng.normal(size=(2, 32, 10))
+    head = heads.DecoupledCategorical(temperature, alpha, beta)
+    np.testing.assert_allclose(
+        head.kl_divergence(teacher, student),
+        dkd(teacher, student, temperature, alpha, beta),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+
+
+def test_decoupled_kd_parts_add_up_to_the_kl():
+    # KL = TCKD + (1 - p_target) * NCKD (Zhao et al., eq. 5): with one class a
+    # near-certain target, (1 - p_target) is small and DKD(1, 1) exceeds KL.
+    rng = np.random.default_rng(3)
+    teacher, student = rng.normal(size=(2, 8, 5))
+    tckd = heads.DecoupledCategorical(1.0, 1.0, 0.0).kl_divergence(teacher, student)
+    nckd = heads.DecoupledCategorical(1.0, 0.0, 1.0).kl_divergence(teacher, student)
+    probs = np.exp(_log_softmax(teacher))
+    p_target = probs.max(-1)
+    kl = _categorical_kl(teacher, student, 1.0)
+    np.testing.assert_allclose(tckd + (1 - p_target) * nckd, kl, rtol=1e-4, atol=1e-6)
+    assert np.all(
+        np.asarray(heads.DecoupledCategorical(1.0, 1.0, 1.0).kl_divergence(teacher, teacher)) < 1e-6
+    )
+
+
+def test_peer_head_arguments_are_checked():
+    with pytest.raises(ValueError, match="`standardize` must be True or False"):
+        heads.Categorical(standardize="yes")
+    with pytest.raises(ValueError, match="`beta` must be a finite number >= 0. Received: beta=-8"):
+        heads.DecoupledCategorical(beta=-8)

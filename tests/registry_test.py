@@ -24,6 +24,13 @@ SAMPLER_EXAMPLES = samplers.SAMPLERS.examples()
 FAST_SAMPLER, FAST_HEAD = "OneOf", "Categorical"
 
 
+def prepared(sampler, x):
+    """The sampler, fitted to `x` first if it adapts to data (as Keras preprocessing layers)."""
+    if hasattr(sampler, "adapt"):
+        sampler.adapt(np.asarray(x))
+    return sampler
+
+
 def _cases(examples, fast):
     return [
         pytest.param(name, marks=() if name == fast else pytest.mark.large) for name in examples
@@ -31,16 +38,17 @@ def _cases(examples, fast):
 
 
 def test_registries_list_every_public_class_and_name_the_defaults():
-    assert set(HEAD_EXAMPLES) == {"Categorical", "Normal", "Laplace"}
+    assert set(HEAD_EXAMPLES) == {"Categorical", "DecoupledCategorical", "Normal", "Laplace"}
     assert set(SAMPLER_EXAMPLES) == {
         "MixUp",
         "CutMix",
         "GaussianNoise",
+        "GaussianMixture",
         "Identity",
         "OneOf",
         "FromCallable",
     }
-    assert heads.HEADS.names() == ["categorical", "laplace", "normal"]
+    assert heads.HEADS.names() == ["categorical", "decoupled_categorical", "laplace", "normal"]
     assert samplers.SAMPLERS.names() == ["cutmix", "gaussian_noise", "identity", "mixup"]
 
 
@@ -79,24 +87,26 @@ def test_registering_refuses_other_classes_and_taken_names():
 
 @pytest.mark.parametrize("name", sorted(SAMPLER_EXAMPLES))
 def test_sampler_config_round_trip_keeps_the_draws(name):
+    x = np.random.default_rng(0).uniform(size=(4, 5, 5, 3)).astype("float32")
     keras.utils.set_random_seed(1)
     sampler = SAMPLER_EXAMPLES[name]()
     keras.utils.set_random_seed(1)
     restored = testing.run_serialization_test(sampler)
-    x = np.random.default_rng(0).uniform(size=(4, 5, 5, 3)).astype("float32")
+    # A fitted sampler's fit is in its weights, not its config: both fit the same data.
+    sampler, restored = prepared(sampler, x), prepared(restored, x)
     np.testing.assert_array_equal(restored(x, num_samples=2), sampler(x, num_samples=2))
 
 
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("name", sorted(SAMPLER_EXAMPLES))
 def test_sampler_draws_in_a_tf_function(name, jit_compile):
-    sampler = SAMPLER_EXAMPLES[name]()
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype("float32")
+    sampler = prepared(SAMPLER_EXAMPLES[name](), x)
     step = tf.function(
         lambda t: sampler(t, num_samples=3),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
         jit_compile=jit_compile,
     )
-    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype("float32")
     first, second = step(x).numpy(), step(x).numpy()
     assert first.shape == (12, 8, 8, 3) and first.dtype == np.float32
     assert np.all(np.isfinite(first))
@@ -111,7 +121,9 @@ def test_sampler_draws_in_a_tf_function(name, jit_compile):
 def test_sampler_trains_a_student(name, jit_compile):
     x, y = testing.classification_data()
     distiller = testing.make_distiller(
-        sampler=SAMPLER_EXAMPLES[name](), samples_per_example=2, jit_compile=jit_compile
+        sampler=prepared(SAMPLER_EXAMPLES[name](), x),
+        samples_per_example=2,
+        jit_compile=jit_compile,
     )
     history = testing.short_fit(distiller, x, y, jit_compile)
     assert "extracurricular_loss" in history.history
@@ -120,7 +132,8 @@ def test_sampler_trains_a_student(name, jit_compile):
 def _seeded_run(head, sampler_factory):
     keras.utils.set_random_seed(123)
     x, y, _ = testing.head_case(head)
-    distiller = testing.make_distiller(head, sampler=sampler_factory(), samples_per_example=2)
+    sampler = prepared(sampler_factory(), x)
+    distiller = testing.make_distiller(head, sampler=sampler, samples_per_example=2)
     history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
     return history.history, distiller.student.get_weights()
 
@@ -143,7 +156,8 @@ def test_sampler_trains_on_two_replicas(name):
 
     def run(strategy):
         keras.utils.set_random_seed(5)  # unseeded samplers take their seed from it
-        sampler = SAMPLER_EXAMPLES[name]()
+        with strategy.scope():  # a fitted sampler's weights live where the Distiller's do
+            sampler = prepared(SAMPLER_EXAMPLES[name](), x)
         return testing.train_under(strategy, x, y, sampler=sampler, samples_per_example=2)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -160,7 +174,8 @@ def test_sampler_trains_on_two_replicas(name):
 @pytest.mark.parametrize("name", _cases(SAMPLER_EXAMPLES, FAST_SAMPLER))
 def test_sampler_survives_saving_in_a_distiller(name, tmp_path):
     x, y = testing.classification_data()
-    distiller = testing.make_distiller(sampler=SAMPLER_EXAMPLES[name](), samples_per_example=2)
+    sampler = prepared(SAMPLER_EXAMPLES[name](), x)
+    distiller = testing.make_distiller(sampler=sampler, samples_per_example=2)
     distiller.fit(x, y, epochs=1, verbose=0)
     restored = testing.run_saving_test(distiller, x, tmp_path / "distiller.keras")
     assert type(restored.sampler) is type(distiller.sampler)
@@ -221,7 +236,7 @@ def test_head_on_two_replicas_matches_one_device(name):
         for strategy in (testing.one_device(), testing.two_replicas())
     ]
     (one_logs, one_weights), (two_logs, two_weights) = runs
-    for key in ("loss", "student_loss", "distillation_loss", "extracurricular_loss"):
+    for key in ("loss", "student_loss", "extracurricular_loss"):
         np.testing.assert_allclose(one_logs[key], two_logs[key], rtol=1e-5, atol=1e-6)
     for a, b in zip(one_weights, two_weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -70,6 +70,7 @@ def test_saved_weights_carry_the_sampler_and_dropout_seed_states(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.large
 def test_weights_saved_without_seed_states_still_load(tmp_path):
     x, y = data()
     distiller = make_distiller(sampler_seed=1)

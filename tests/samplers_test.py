@@ -631,3 +631,63 @@ def test_numpy_scalars_are_accepted_as_parameters():
     assert samplers.GaussianNoise(scale=np.int64(2)).scale == 2.0
     with pytest.raises(ValueError, match="Received: alpha=np.float32"):
         samplers.MixUp(alpha=np.float32(-0.5))
+
+
+# GaussianMixture: a density fitted to the training inputs.
+
+
+def two_clusters(rows=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(rows // 2, 3)) * [1.0, 0.2, 0.2] + [3.0, 0.0, 0.0]
+    b = rng.normal(size=(rows // 2, 3)) * [0.2, 1.0, 0.2] + [-3.0, 0.0, 0.0]
+    return np.concatenate([a, b]).astype("float32")
+
+
+def test_gaussian_mixture_fit_recovers_the_clusters_and_draws_their_moments():
+    x = two_clusters()
+    sampler = samplers.GaussianMixture(components=2, around_batch=False, seed=0).adapt(x)
+    np.testing.assert_allclose(np.exp(sampler.log_weights.numpy()), [0.5, 0.5], atol=0.02)
+    locs = sampler.locs.numpy() @ sampler.basis.numpy().T + sampler.center.numpy()
+    cluster_means = [x[1000:].mean(axis=0), x[:1000].mean(axis=0)]  # the sample's own
+    np.testing.assert_allclose(locs[np.argsort(locs[:, 0])], cluster_means, atol=0.02)
+    draws = _np(sampler(x, num_samples=4))
+    assert draws.shape == (8000, 3)
+    np.testing.assert_allclose(draws.mean(axis=0), x.mean(axis=0), atol=0.15)
+    np.testing.assert_allclose(np.cov(draws.T), np.cov(x.T), atol=0.15, rtol=0.05)
+
+
+def test_gaussian_mixture_moves_around_anchors_within_the_kept_directions():
+    x = two_clusters()
+    sampler = samplers.GaussianMixture(components=2, dims=2, scale=0.5, seed=0).adapt(x)
+    draws = _np(sampler(x[:4], num_samples=2000)).reshape(2000, 4, 3)
+    np.testing.assert_allclose(draws.mean(axis=0), x[:4], atol=0.05)
+    # Anchors of the first cluster move with half its std along its two main directions,
+    np.testing.assert_allclose(draws.std(axis=0)[:, :2], [[0.5, 0.1]] * 4, rtol=0.1)
+    # and hardly along the third, which the two kept directions leave out (they
+    # are the first two axes up to the sampling error of the principal directions).
+    np.testing.assert_allclose(draws.std(axis=0)[:, 2], 0.0, atol=0.01)
+
+
+def test_gaussian_mixture_fit_saves_and_loads_with_its_weights(tmp_path):
+    x = two_clusters(400)
+    sampler = samplers.GaussianMixture(components=2, dims=2, seed=3).adapt(x)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.sampler = sampler  # tracked: its weights go into the file
+    model.save_weights(tmp_path / "m.weights.h5")
+    fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    fresh.sampler = samplers.GaussianMixture(components=2, dims=2, seed=3)
+    fresh.sampler.build((None, 3))
+    fresh.load_weights(tmp_path / "m.weights.h5")
+    for a, b in zip(fresh.sampler.get_weights(), sampler.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gaussian_mixture_needs_adapt_and_valid_arguments():
+    with pytest.raises(ValueError, match="is not fitted: call `adapt"):
+        samplers.GaussianMixture(components=2)(np.zeros((4, 3), "float32"))
+    with pytest.raises(ValueError, match="`dims` must be at most the 3 input features"):
+        samplers.GaussianMixture(dims=5).adapt(two_clusters(40))
+    with pytest.raises(ValueError, match="at least components=10 finite rows"):
+        samplers.GaussianMixture(components=10).adapt(two_clusters(4))
+    with pytest.raises(ValueError, match="`components` must be an integer >= 1"):
+        samplers.GaussianMixture(components=0)

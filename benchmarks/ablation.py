@@ -1,0 +1,181 @@
+"""What moves ECL per second, on validation splits only: one change at a time from the default.
+
+Each variant changes one setting of `keras_ecl.Distiller`'s default recipe (or is a peer,
+for reference) and trains, after KD sets the time unit, for 2 units of wall-clock on
+MNIST-1D (800 training signals held out), digits (its validation split) and Friedman #1
+(its validation split). The test splits are never read here; the default recipe was
+chosen from these tables.
+
+Run `python -m benchmarks.ablation --seeds 0` from the repository root (about 80 minutes on
+a 2-core CPU), `--only mnist1d` for one benchmark, or with `--smoke` for a run of seconds.
+"""
+
+if not __package__:
+    raise SystemExit("Run it from the repository root: python -m benchmarks.ablation")
+
+import argparse
+import dataclasses
+
+import keras_ecl
+from benchmarks import cli, digits, friedman1, harness, mnist1d, report
+
+NAME = "ablation"
+BUDGETS = (1.0, 2.0)
+S = keras_ecl.samplers
+
+
+def variants(regression, warmup_steps):
+    """`{label: change(options, seed, x) -> options}`: one change from the default recipe.
+
+    `x` are the training inputs (for samplers fitted to them); `warmup_steps`
+    the steps of a quarter of the largest budget's KD epochs.
+    """
+
+    def with_(**changes):
+        return lambda options, seed, x: {**options, **changes}
+
+    def sampler(make):
+        return lambda options, seed, x: {**options, "sampler": make(seed, x)}
+
+    def head(temperature):
+        if regression:
+            return None
+        return with_(head=keras_ecl.heads.Categorical(temperature))
+
+    table = {
+        "default recipe": with_(),
+        "k = 2": with_(samples_per_example=2),
+        "k = 4": with_(samples_per_example=4),
+        "real inputs in the KL (real_weight 1)": with_(real_weight=1.0),
+        "no labels (supervised_weight 0)": with_(supervised_weight=0.0),
+        "supervised_weight 0.5": with_(supervised_weight=0.5),
+        "temperature 4": head(4.0),
+        "uncertainty_weighting entropy": with_(uncertainty_weighting="entropy"),
+        "selection: student uncertainty, 4 candidates": with_(
+            selection=keras_ecl.selection.Selection(4, "student_uncertainty")
+        ),
+        "selection: teacher uncertainty, 4 candidates": with_(
+            selection=keras_ecl.selection.Selection(4, "teacher_uncertainty")
+        ),
+        "selection: disagreement, 4 candidates": with_(
+            selection=keras_ecl.selection.Selection(4, "disagreement")
+        ),
+        "updates_per_batch 1": with_(updates_per_batch=1),
+        "updates_per_batch 2": with_(updates_per_batch=2),
+        "updates_per_batch 8": with_(updates_per_batch=8),
+        "sampler MixUp(1.0)": sampler(lambda seed, x: S.MixUp(1.0, seed=seed)),
+        "sampler OneOf[MixUp, CutMix, GaussianNoise(0.5)]": sampler(
+            lambda seed, x: S.OneOf([S.MixUp(1.0), S.CutMix(1.0), S.GaussianNoise(0.5)], seed=seed)
+        ),
+        "sampler GaussianMixture around the batch": sampler(
+            lambda seed, x: S.GaussianMixture(16, dims=_dims(x), seed=seed).adapt(x)
+        ),
+        "sampler GaussianMixture, whole fit": sampler(
+            lambda seed, x: S.GaussianMixture(
+                16, dims=_dims(x), around_batch=False, seed=seed
+            ).adapt(x)
+        ),
+        "schedule: teacher term warmed up over the first quarter": with_(warmup_steps=warmup_steps),
+    }
+    return {label: change for label, change in table.items() if change is not None}
+
+
+def _dims(x):
+    """Principal directions for the fitted densities: 16, or all features if fewer."""
+    return min(16, int(x[0].size))
+
+
+def ablation_task(base, config, regression):
+    """`base` (a validation-scored Task) with KD, then one method per variant."""
+    x = base.data[0]
+    steps_per_epoch = -(-len(x) // config.batch_size)
+    warmup_epochs = config.student_epochs * max(BUDGETS) / 4
+    table = variants(regression, int(warmup_epochs * steps_per_epoch))
+
+    def runs(seed):
+        head = keras_ecl.heads.Normal() if regression else None
+        base_runs = base.runs(seed)
+        recipe = harness.ecl_options(seed=1000 + seed, head=head)
+        out = {"KD": base_runs["KD"]}
+        if not regression:  # the peer, as published and with the recipe's 4 updates per batch
+            out["FunMatch"] = base_runs["FunMatch"]
+            out["FunMatch, 4 updates per batch"] = {**base_runs["FunMatch"], "updates_per_batch": 4}
+        for label, change in table.items():
+            out[label] = change(recipe, 1000 + seed, x)
+        return out
+
+    peers = [] if regression else ["FunMatch", "FunMatch, 4 updates per batch"]
+    labels = ["KD", *peers, *table]
+    methods = tuple(harness.Method(label, harness.distilled(label)) for label in labels)
+    return dataclasses.replace(base, runs=runs, methods=methods)
+
+
+def tasks(smoke):
+    """`{name: (task, metric, label, higher is better)}` of the three validation ablations."""
+    configs = {
+        "mnist1d": mnist1d.CONFIGS,
+        "digits": digits.CONFIGS,
+        "friedman1": friedman1.CONFIGS,
+    }
+    configs = {
+        name: dataclasses.replace(c["smoke" if smoke else "full"], budgets=BUDGETS)
+        for name, c in configs.items()
+    }
+    return {
+        "mnist1d": (
+            ablation_task(
+                mnist1d.task(configs["mnist1d"], mnist1d.runs_for_seed, validation=True),
+                configs["mnist1d"],
+                regression=False,
+            ),
+            configs["mnist1d"],
+            ("accuracy", "validation accuracy", True),
+        ),
+        "digits": (
+            ablation_task(
+                digits.task(configs["digits"], digits.runs_for_seed, validation=True),
+                configs["digits"],
+                regression=False,
+            ),
+            configs["digits"],
+            ("accuracy", "validation accuracy", True),
+        ),
+        "friedman1": (
+            ablation_task(
+                friedman1.task(configs["friedman1"], validation=True),
+                configs["friedman1"],
+                regression=True,
+            ),
+            configs["friedman1"],
+            ("nll", "validation NLL", False),
+        ),
+    }
+
+
+def main(argv=None):
+    def add_arguments(parser: argparse.ArgumentParser):
+        parser.add_argument("--only", nargs="+", choices=["mnist1d", "digits", "friedman1"])
+
+    args, _ = cli.parse_args(__doc__, {"smoke": None, "full": None}, argv, add_arguments)
+    results = {}
+    for name, (task, config, (metric, label, higher)) in tasks(args.smoke).items():
+        if args.only and name not in args.only:
+            continue
+        per_seed = harness.run(task, args.seeds)
+        results[name] = {
+            "config": dataclasses.asdict(config),
+            "budget": harness.budget_result(per_seed, config, metric, label, higher),
+            "per_seed": per_seed,
+        }
+    result = {
+        "title": "Choosing ECL's recipe: one change at a time, on validation splits",
+        "description": __doc__.split("\n\n")[1].replace("\n", " "),
+        "command": cli.command_line(NAME, argv),
+        "seeds": args.seeds,
+        "results": results,
+    }
+    return report.finish_ablation(NAME, result, args.output)
+
+
+if __name__ == "__main__":
+    main()
