@@ -7,7 +7,8 @@ MNIST-1D (800 training signals held out), digits (its validation split) and Frie
 chosen from these tables.
 
 Run `python -m benchmarks.ablation --seeds 0` from the repository root (about 80 minutes on
-a 2-core CPU), `--only mnist1d` for one benchmark, or with `--smoke` for a run of seconds.
+a 2-core CPU), `--only mnist1d` for one benchmark (added to an earlier
+result file's others), or with `--smoke` for a run of seconds.
 """
 
 if not __package__:
@@ -15,6 +16,8 @@ if not __package__:
 
 import argparse
 import dataclasses
+import json
+import os
 
 import keras_ecl
 from benchmarks import cli, digits, friedman1, harness, mnist1d, report
@@ -152,12 +155,21 @@ def tasks(smoke):
     }
 
 
+def earlier_results(output):
+    """The benchmarks of an earlier ablation file in `output`, which `--only` runs add to."""
+    path = os.path.join(output, f"{NAME}.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as file:
+        return json.load(file)["results"]
+
+
 def main(argv=None):
     def add_arguments(parser: argparse.ArgumentParser):
         parser.add_argument("--only", nargs="+", choices=["mnist1d", "digits", "friedman1"])
 
     args, _ = cli.parse_args(__doc__, {"smoke": None, "full": None}, argv, add_arguments)
-    results = {}
+    results = earlier_results(args.output) if args.only else {}
     for name, (task, config, (metric, label, higher)) in tasks(args.smoke).items():
         if args.only and name not in args.only:
             continue
@@ -166,6 +178,7 @@ def main(argv=None):
             "config": dataclasses.asdict(config),
             "budget": harness.budget_result(per_seed, config, metric, label, higher),
             "per_seed": per_seed,
+            "command": cli.command_line(NAME, argv),
         }
     result = {
         "title": "Choosing ECL's recipe: one change at a time, on validation splits",

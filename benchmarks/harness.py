@@ -50,8 +50,8 @@ class Task:
     """What a benchmark trains and how it scores, the same for every seed.
 
     `teacher(seed)` returns a trained teacher and its training seconds;
-    `runs(seed)` `keras_ecl.Distiller` options by name ("ERM", "KD" and "ECL"
-    for `run`, one per candidate for `sweep`), samplers seeded from `seed`;
+    `runs(seed)` `keras_ecl.Distiller` options by method label, samplers
+    seeded from `seed`;
     `score(model, teacher)` a dict of metrics; `methods` the students trained
     after the teacher, in order.
     """
@@ -234,39 +234,6 @@ def run_seed(task, seed):
         extra.update(result.extra)
         progress(task.name, seed, f"{method.label} ({final['epoch']} epochs)", models[method.label])
     return {"models": models, "curves": curves, "budget_unit_seconds": unit, **extra}, trained
-
-
-def sweep(task, seed, *, objective):
-    """Trains a student per entry of `task.runs(seed)` for `student_epochs` and scores it.
-
-    `task.score` scores on validation data. Returns `{label: {"val_<metric>":
-    value}}` and the label other than "KD" that minimises `objective(metrics)`.
-    """
-    teacher, _ = task.teacher(seed)
-    trial = Trial(task=task, seed=seed, runs=task.runs(seed), teacher=teacher)
-    results = {}
-    for label, options in trial.runs.items():
-        distiller = trial.distiller(options)
-        final = trial.fit(distiller, epochs=task.config.student_epochs).final()
-        results[label] = {f"val_{k}": v for k, v in final.items() if k not in ("epoch", "seconds")}
-        progress(task.name, seed, f"sweep {label} (validation)", {**results[label], **final})
-    ecl = {k: v for k, v in results.items() if k != "KD"}
-    return results, min(ecl, key=lambda k: objective(ecl[k]))
-
-
-def sweep_runs(runs, samplers):
-    """`Task.runs` of a sampler sweep: KD (for reference), then ECL with each of `samplers`.
-
-    `runs(sampler, seed)` returns ERM, KD and ECL options, ECL drawing from
-    the sampler named `sampler`.
-    """
-
-    def runs_of_seed(seed):
-        options = {"KD": runs(samplers[0], seed)["KD"]}
-        options.update({name: runs(name, seed)["ECL"] for name in samplers})
-        return options
-
-    return runs_of_seed
 
 
 def progress(benchmark, seed, name, scores):

@@ -32,10 +32,7 @@ LABELS = {
     "DKD": "student DKD (decoupled KD)",
     "LS-KD": "student KD + logit standardisation",
     "ECL": "student ECL",
-    "KD-equal-time": "control: KD at ECL's wall-clock",
-    "Identity": "control: ECL with the identity sampler",
 }
-SUMMARY_MODELS = ("teacher", "KD", "KD-keras", "ECL", "KD-equal-time", "Identity")
 # The models of the budget summary, in order (those a result has).
 BUDGET_MODELS = ("KD", "KD-keras", "KD-MSE", "FunMatch", "DKD", "LS-KD", "ECL")
 
@@ -128,34 +125,6 @@ def finish(name, result, output):
     result = write_results(name, result, output)
     print(results_table(result), flush=True)
     return result
-
-
-# Notes shared by the benchmarks.
-
-
-def control_notes(per_seed, epochs):
-    """How the two controls were run, with the equal-time KD epochs per seed."""
-    equal = [run["kd_equal_time"]["epochs"] for run in per_seed]
-    return [
-        f"KD at ECL's wall-clock: KD trained for round({epochs} × ECL epoch s / KD epoch s) "
-        "epochs, both epoch times measured back to back right before (median of "
-        f"interleaved epochs); epochs per seed: {equal}.",
-        "Identity control: `mode='ecl'` with `samplers.Identity()`. Its synthetic inputs "
-        "are the real batch, so its teacher term equals KD's and only the sampling differs "
-        "from ECL; samples_per_example=1 suffices since the loss is the same for every k.",
-    ]
-
-
-def sweep_note(sweep, metric_names):
-    """One line listing a sampler sweep's validation figures and its choice."""
-    rows = ", ".join(
-        f"{label}: " + " / ".join(f"{values[f'val_{m}']:.3f}" for m in metric_names)
-        for label, values in sweep["results"].items()
-    )
-    return (
-        f"Sampler sweep (seed {sweep['seed']}, validation {' / '.join(metric_names)}; KD for "
-        f"reference): {rows}. Chosen: {sweep['choice']}."
-    )
 
 
 # Markdown.
@@ -307,11 +276,12 @@ def ablation_section(result):
     parts = [
         f"## {result['title']}",
         result["description"],
-        f"Command: `{result['command']}`  \nDate: {result['date']}; seeds {seeds}; "
+        f"Last command: `{result['command']}`  \nDate: {result['date']}; seeds {seeds}; "
         f"machine: {describe_machine(result['machine'])}.",
     ]
     for name, entry in result["results"].items():
-        parts.append(f"### {name}\n\n{ablation_table(entry)}")
+        command = f"Command: `{entry['command']}`\n\n" if "command" in entry else ""
+        parts.append(f"### {name}\n\n{command}{ablation_table(entry)}")
     if result.get("notes"):
         parts.append("\n".join(f"- {note}" for note in result["notes"]))
     return "\n\n".join(parts)
@@ -343,35 +313,13 @@ def budget_summary_table(results):
         for model in models:
             values = summary.get(model, {})
             row.append(
-                " / ".join(f"{values[str(b)]['mean']:.3f}" for b in budget["budgets"])
+                " / ".join(
+                    f"{values[str(b)]['mean']:.3f}" if str(b) in values else "–"
+                    for b in budget["budgets"]
+                )
                 if values
                 else ""
             )
-        rows.append(row)
-    return markdown_table(headers, rows)
-
-
-def summary_table(results, headlines):
-    """One row per benchmark: its headline metric for each model, mean ± std.
-
-    `headlines` maps each name of `results` to `(metric, label, higher is better)`.
-    """
-    headers = ["benchmark", "metric", *(LABELS[m] for m in SUMMARY_MODELS)]
-    headers.append("ECL gap closed vs KD")
-    rows = []
-    for name, result in results.items():
-        metric, label, higher = headlines[name]
-        summary = result["summary"]
-        row = [result["title"].split(":")[0], label + (" (higher is better)" if higher else "")]
-        for model in SUMMARY_MODELS:
-            values = summary.get(model, {}).get(metric)
-            row.append(metrics.format_mean_std(values["values"]) if values else "")
-        kd, teacher, ecl = (
-            metrics.mean_std(summary[model][metric]["values"])[0]
-            for model in ("KD", "teacher", "ECL")
-        )
-        gap = metrics.gap_closed(ecl, kd, teacher, higher)
-        row.append("not quoted: teacher not better than KD" if gap is None else f"{gap:.1%}")
         rows.append(row)
     return markdown_table(headers, rows)
 

@@ -157,6 +157,12 @@ CASES = {
     "samples-per-example": lambda *_: distiller(samples_per_example=1.5),
     "supervised-weight": lambda *_: distiller(supervised_weight=2),
     "sampler-without-ecl": lambda *_: distiller(mode="kd"),
+    "real-weight": lambda *_: distiller(real_weight=-1),
+    "selection-without-ecl": lambda *_: distiller(
+        mode="kd", sampler=None, selection=keras_ecl.selection.Selection(2)
+    ),
+    "dkd-beta": lambda *_: keras_ecl.heads.DecoupledCategorical(beta=-8),
+    "sampler-not-fitted": lambda *_: distiller(sampler=S.GaussianMixture(2)).fit(X, Y, verbose=0),
     # Samplers
     "sampler-name": lambda *_: distiller(sampler="mixupp"),
     "mixup-alpha": lambda *_: S.MixUp(alpha=-1),

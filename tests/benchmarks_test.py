@@ -229,10 +229,15 @@ def test_smoke_run_writes_results(name, tmp_path):
         assert pathlib.Path(figure).stat().st_size > 10_000
 
 
+def _at(**budgets):
+    """A budget summary entry: `{"1.0": {"mean", "values"}, ...}` from `x1=[...]`, `x2=[...]`."""
+    return {key[1:] + ".0": {"mean": float(np.mean(v)), "values": v} for key, v in budgets.items()}
+
+
 def test_report_is_built_from_result_files(tmp_path):
     run_all = importlib.import_module("benchmarks.run_all")
     result = {
-        "title": "Tiny",
+        "title": "Tiny: hand-made",
         "description": "A hand-made result.",
         # As written before the benchmarks were a package.
         "command": ".venv/bin/python benchmarks/tiny.py --seeds 0 1",
@@ -245,21 +250,61 @@ def test_report_is_built_from_result_files(tmp_path):
             "KD": {"accuracy": {"values": [0.5, 0.7]}},
             "ECL": {"accuracy": {"values": [0.8, 0.8]}},
         },
-        "gap_closed": {"metric": "accuracy", "values": {"ECL": 2 / 3}},
+        "budget": {
+            "metric": "accuracy",
+            "label": "test accuracy",
+            "higher_is_better": True,
+            "budgets": [1.0, 2.0],
+            "summary": {
+                "teacher": _at(x1=[0.9, 0.9], x2=[0.9, 0.9]),
+                "KD": _at(x1=[0.5, 0.7], x2=[0.6, 0.7]),
+                "ECL": _at(x2=[0.8, 0.8]),  # first scored after 1x
+            },
+        },
     }
     (tmp_path / "mnist1d.json").write_text(json.dumps(result))
+    ablation = {
+        "title": "Choosing",
+        "description": "One change at a time.",
+        "command": "python -m benchmarks.ablation --seeds 0 --only mnist1d",
+        "date": "2026-11-25 12:00 UTC",
+        "machine": "2-core CPU, no GPU",
+        "seeds": [0],
+        "results": {
+            "mnist1d": {
+                "command": "python -m benchmarks.ablation --seeds 0 --only mnist1d",
+                "budget": {
+                    **result["budget"],
+                    "label": "validation accuracy",
+                    "summary": {
+                        "teacher": _at(x1=[0.9], x2=[0.9]),
+                        "default recipe": _at(x1=[0.7], x2=[0.8]),
+                        "k = 2": _at(x1=[0.75], x2=[0.78]),
+                    },
+                },
+            }
+        },
+    }
+    (tmp_path / "ablation.json").write_text(json.dumps(ablation))
     path = tmp_path / "BENCHMARKS.md"
     run_all.write_report(str(tmp_path), str(path))
     text = path.read_text()
-    assert "## Tiny" in text
+    assert "## Tiny: hand-made" in text
     assert "Command: `python -m benchmarks.tiny --seeds 0 1`" in text
     assert "machine: 2-core CPU, no GPU." in text
-    assert "| student ECL | 0.800 ± 0.000 | 66.7% |" in text
-    assert "| student KD (keras_ecl, mode='kd') | 0.600 ± 0.141 |  |" in text
-    # The summary heads the report: ECL closes (0.8 - 0.6) / (0.9 - 0.6) of the gap.
+    # Within each budget; ECL closes (0.8 - 0.6) / (0.9 - 0.6) of the gap to KD at 1x.
+    assert "| student KD (keras_ecl, mode='kd') | 0.600 ± 0.141 | 0.650 ± 0.071 |" in text
+    assert "| student ECL |  | 0.800 ± 0.000 |" in text
+    assert "| ECL: share of the teacher–KD(1x) gap closed |  | 66.7% |" in text
+    # The summary heads the report, a budget with no scoring in it shown as a dash.
     summary = text.split("## Summary")[1].split("## Tiny")[0]
-    assert "| Tiny | test accuracy (higher is better) | 0.900 ± 0.000 | 0.600 ± 0.141 |" in summary
-    assert summary.strip().endswith("| 66.7% |")
+    assert "| Tiny | test accuracy (higher is better) | 0.900 | 0.600 / 0.650 | – / 0.800 |" in (
+        summary
+    )
+    # The ablation comes last, each variant against the default recipe.
+    section = text.split("## Choosing")[1]
+    assert "| k = 2 | 0.750 ± 0.000 | 0.780 ± 0.000 | +0.050 | -0.020 |" in section
+    assert "Command: `python -m benchmarks.ablation --seeds 0 --only mnist1d`" in section
 
 
 def test_configs_are_frozen_and_reject_unknown_fields():
