@@ -139,13 +139,22 @@ def test_run_times_kd_first_and_gives_the_others_its_budget():
         runs=lambda seed: {},
         config=config,
         score=lambda model, teacher: {"m": float(teacher[-1])},
-        methods=(harness.Method("KD", kd), harness.Method("A", other)),
+        methods=(
+            harness.Method("KD", kd),
+            harness.Method("A", other),
+            harness.Method("B", other, budget=1.0),
+        ),
     )
     seen = []
     per_seed = harness.run(task, [0, 1], on_models=lambda seed, models: seen.append(models))
-    assert seen[1] == {"teacher": "teacher 1", "KD": "teacher 1", "A": "teacher 1"}
-    # KD's time for its 2 reference epochs is the unit: A trains for 3 units.
-    assert budgets_seen == [None, 12.0, None, 12.0]
+    assert seen[1] == {
+        "teacher": "teacher 1",
+        "KD": "teacher 1",
+        "A": "teacher 1",
+        "B": "teacher 1",
+    }
+    # KD's time for its 2 reference epochs is the unit: A trains for 3 units, B for its 1.
+    assert budgets_seen == [None, 12.0, 4.0, None, 12.0, 4.0]
     assert per_seed[1]["budget_unit_seconds"] == 4.0 and per_seed[1]["x"] == 1
     assert per_seed[1]["models"]["A"] == {"seconds": 3.0, "m": 0.5}
     assert per_seed[1]["models"]["teacher"] == {"m": 1.0, "seconds": 11.0}
@@ -153,7 +162,7 @@ def test_run_times_kd_first_and_gives_the_others_its_budget():
     assert budget["KD"]["1.0"]["values"] == [0.2, 0.2]  # epoch 2, at 4 s
     assert budget["A"]["1.0"]["values"] == [0.5, 0.5]  # its scoring at 3 s is within 4 s
     with pytest.raises(ValueError, match="must be KD. Received: A"):
-        harness.run(dataclasses.replace(task, methods=task.methods[::-1]), [0])
+        harness.run(dataclasses.replace(task, methods=task.methods[1:]), [0])
 
 
 def test_at_budget_takes_the_last_scoring_within_it():
@@ -219,8 +228,9 @@ def test_smoke_run_writes_results(name, tmp_path):
             assert all(math.isfinite(v) for v in values["values"]), model
     run = saved["per_seed"][0]
     unit = run["budget_unit_seconds"]
+    budgets = {m.label: m.budget or max(saved["config"]["budgets"]) for m in methods}
     for label, points in run["curves"].items():
-        assert points[-1]["seconds"] >= max(saved["config"]["budgets"]) * unit or label == "KD"
+        assert points[-1]["seconds"] >= budgets[label] * unit or label == "KD"
     assert set(saved["budget"]["summary"]["KD"]) == {"1.0", "2.0"}
     section = report.markdown_section(result)
     assert section.startswith(f"## {saved['title']}")
