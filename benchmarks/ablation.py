@@ -114,45 +114,30 @@ def ablation_task(base, config, regression):
 
 
 def tasks(smoke):
-    """`{name: (task, metric, label, higher is better)}` of the three validation ablations."""
-    configs = {
-        "mnist1d": mnist1d.CONFIGS,
-        "digits": digits.CONFIGS,
-        "friedman1": friedman1.CONFIGS,
-    }
-    configs = {
-        name: dataclasses.replace(c["smoke" if smoke else "full"], budgets=BUDGETS)
-        for name, c in configs.items()
-    }
-    return {
+    """`{name: (task, config, (metric, label, higher is better))}` of the three ablations."""
+    validation_tasks = {  # name: (task of a config, the configs, regression)
         "mnist1d": (
-            ablation_task(
-                mnist1d.task(configs["mnist1d"], mnist1d.runs_for_seed, validation=True),
-                configs["mnist1d"],
-                regression=False,
-            ),
-            configs["mnist1d"],
-            ("accuracy", "validation accuracy", True),
+            lambda c: mnist1d.task(c, mnist1d.runs_for_seed, validation=True),
+            mnist1d.CONFIGS,
+            False,
         ),
         "digits": (
-            ablation_task(
-                digits.task(configs["digits"], digits.runs_for_seed, validation=True),
-                configs["digits"],
-                regression=False,
-            ),
-            configs["digits"],
-            ("accuracy", "validation accuracy", True),
+            lambda c: digits.task(c, digits.runs_for_seed, validation=True),
+            digits.CONFIGS,
+            False,
         ),
-        "friedman1": (
-            ablation_task(
-                friedman1.task(configs["friedman1"], validation=True),
-                configs["friedman1"],
-                regression=True,
-            ),
-            configs["friedman1"],
-            ("nll", "validation NLL", False),
-        ),
+        "friedman1": (lambda c: friedman1.task(c, validation=True), friedman1.CONFIGS, True),
     }
+    out = {}
+    for name, (make_task, configs, regression) in validation_tasks.items():
+        config = dataclasses.replace(configs["smoke" if smoke else "full"], budgets=BUDGETS)
+        metric = (
+            ("nll", "validation NLL", False)
+            if regression
+            else ("accuracy", "validation accuracy", True)
+        )
+        out[name] = (ablation_task(make_task(config), config, regression), config, metric)
+    return out
 
 
 def earlier_results(output):

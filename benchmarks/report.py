@@ -219,16 +219,21 @@ def frontier_figure(result, path, title):
     save_figure(figure, path)
 
 
-def markdown_section(result):
-    """A BENCHMARKS.md section for one accuracy result file."""
+def section_head(result, command_label):
+    """A section's title, description, and a line with its command, date, seeds and machine."""
     seeds = ", ".join(str(s) for s in result["seeds"])
-    parts = [
+    return [
         f"## {result['title']}",
         result["description"],
-        f"Command: `{shown_command(result['command'])}`  \nDate: {result['date']}; "
-        f"seeds {seeds}; machine: {describe_machine(result['machine'])}. "
-        f"Mean ± sample std over {len(result['seeds'])} seed(s).",
+        f"{command_label}: `{shown_command(result['command'])}`  \nDate: {result['date']}; "
+        f"seeds {seeds}; machine: {describe_machine(result['machine'])}.",
     ]
+
+
+def markdown_section(result):
+    """A BENCHMARKS.md section for one accuracy result file."""
+    parts = section_head(result, "Command")
+    parts[-1] += f" Mean ± sample std over {len(result['seeds'])} seed(s)."
     if "budget" in result:
         parts.append(budget_table(result))
         parts.append(
@@ -272,13 +277,7 @@ def ablation_table(entry, reference="default recipe"):
 
 def ablation_section(result):
     """The BENCHMARKS.md section of the ablation's result file."""
-    seeds = ", ".join(str(s) for s in result["seeds"])
-    parts = [
-        f"## {result['title']}",
-        result["description"],
-        f"Last command: `{result['command']}`  \nDate: {result['date']}; seeds {seeds}; "
-        f"machine: {describe_machine(result['machine'])}.",
-    ]
+    parts = section_head(result, "Last command")
     for name, entry in result["results"].items():
         command = f"Command: `{entry['command']}`\n\n" if "command" in entry else ""
         parts.append(f"### {name}\n\n{command}{ablation_table(entry)}")
