@@ -88,12 +88,22 @@ def _dims(x):
     return min(16, int(x[0].size))
 
 
-def ablation_task(base, config, regression):
-    """`base` (a validation-scored Task) with KD, then one method per variant."""
+def ablation_task(base, config, regression, only=None):
+    """`base` (a validation-scored Task) with KD, the peers, then one method per variant.
+
+    `only`, if given, keeps the variants with those labels (and the default recipe).
+    """
     x = base.data[0]
     steps_per_epoch = -(-len(x) // config.batch_size)
     warmup_epochs = config.student_epochs * max(BUDGETS) / 4
     table = variants(regression, int(warmup_epochs * steps_per_epoch))
+    if only is not None:
+        unknown = sorted(set(only) - set(table))
+        if unknown:
+            raise ValueError(f"Unknown variants {unknown}. Expected some of {sorted(table)}")
+        table = {
+            label: change for label, change in table.items() if label in {*only, "default recipe"}
+        }
 
     def runs(seed):
         head = keras_ecl.heads.Normal() if regression else None
@@ -113,7 +123,7 @@ def ablation_task(base, config, regression):
     return dataclasses.replace(base, runs=runs, methods=methods)
 
 
-def tasks(smoke):
+def tasks(smoke, only=None, names=None):
     """`{name: (task, config, (metric, label, higher is better))}` of the three ablations."""
     validation_tasks = {  # name: (task of a config, the configs, regression)
         "mnist1d": (
@@ -130,13 +140,16 @@ def tasks(smoke):
     }
     out = {}
     for name, (make_task, configs, regression) in validation_tasks.items():
+        if names is not None and name not in names:
+            continue
         config = dataclasses.replace(configs["smoke" if smoke else "full"], budgets=BUDGETS)
         metric = (
             ("nll", "validation NLL", False)
             if regression
             else ("accuracy", "validation accuracy", True)
         )
-        out[name] = (ablation_task(make_task(config), config, regression), config, metric)
+        task = ablation_task(make_task(config), config, regression, only)
+        out[name] = (task, config, metric)
     return out
 
 
@@ -152,12 +165,13 @@ def earlier_results(output):
 def main(argv=None):
     def add_arguments(parser: argparse.ArgumentParser):
         parser.add_argument("--only", nargs="+", choices=["mnist1d", "digits", "friedman1"])
+        parser.add_argument("--variants", nargs="+", help="labels of the variants to run (all)")
 
     args, _ = cli.parse_args(__doc__, {"smoke": None, "full": None}, argv, add_arguments)
     results = earlier_results(args.output) if args.only else {}
-    for name, (task, config, (metric, label, higher)) in tasks(args.smoke).items():
-        if args.only and name not in args.only:
-            continue
+    for name, (task, config, (metric, label, higher)) in tasks(
+        args.smoke, args.variants, args.only
+    ).items():
         per_seed = harness.run(task, args.seeds)
         results[name] = {
             "config": dataclasses.asdict(config),

@@ -7,6 +7,7 @@ with the flags it was given.
 
 import argparse
 import os
+import shlex
 import sys
 
 RESULTS_DIR = os.path.join("benchmarks", "results")
@@ -31,4 +32,4 @@ def parse_args(doc, configs, argv=None, add_arguments=None):
 def command_line(module, argv=None):
     """`python -m benchmarks.<module> <flags>`, the command that reproduces a run."""
     args = sys.argv[1:] if argv is None else list(argv)
-    return " ".join(["python", "-m", f"benchmarks.{module}", *args])
+    return shlex.join(["python", "-m", f"benchmarks.{module}", *args])
