@@ -112,15 +112,23 @@ def gaps(summary, metric, higher_is_better, models):
 # A budget includes a scoring up to this fraction past it: training stops at the
 # first epoch end at or past the largest budget, a fraction of an epoch over.
 BUDGET_SLACK = 0.02
+# A curve that ends this fraction or more short of a budget did not train for it:
+# KD trains a fixed epoch count, a few percent either side of its largest budget.
+TRAINED_SHORT = 0.05
 
 
 def at_budget(points, budget_seconds, metric):
     """The metric at the last scoring of a curve within `budget_seconds`, or None.
 
+    None too if the curve ends well short of the budget: a method capped at
+    1x has no figure at 2x.
+
     `points` are `{"seconds": ..., metric: ...}` dicts in training order. This
     is the student one would ship after that much training (no choice of the
     best point on the test split).
     """
+    if points and points[-1]["seconds"] < budget_seconds * (1 - TRAINED_SHORT):
+        return None  # trained for less (a capped reference): it says nothing of this budget
     within = [p for p in points if p["seconds"] <= budget_seconds * (1 + BUDGET_SLACK)]
     return within[-1][metric] if within else None
 

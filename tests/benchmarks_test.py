@@ -126,7 +126,9 @@ def test_run_times_kd_first_and_gives_the_others_its_budget():
 
     def other(trial):
         budgets_seen.append(trial.budget_seconds)
-        return harness.Trained(trial.teacher, FakeCurve([(1, 3.0, 0.5)]), extra={"x": 1})
+        return harness.Trained(
+            trial.teacher, FakeCurve([(1, 3.0, 0.5), (2, 12.0, 0.6)]), extra={"x": 1}
+        )
 
     config = harness.TrainConfig(
         teacher_epochs=1, student_epochs=2, batch_size=8, learning_rate=1e-3, budgets=(1.0, 3.0)
@@ -156,11 +158,12 @@ def test_run_times_kd_first_and_gives_the_others_its_budget():
     # KD's time for its 2 reference epochs is the unit: A trains for 3 units, B for its 1.
     assert budgets_seen == [None, 12.0, 4.0, None, 12.0, 4.0]
     assert per_seed[1]["budget_unit_seconds"] == 4.0 and per_seed[1]["x"] == 1
-    assert per_seed[1]["models"]["A"] == {"seconds": 3.0, "m": 0.5}
+    assert per_seed[1]["models"]["A"] == {"seconds": 12.0, "m": 0.6}
     assert per_seed[1]["models"]["teacher"] == {"m": 1.0, "seconds": 11.0}
     budget = metrics.budget_summary(per_seed, "m", config.budgets)
     assert budget["KD"]["1.0"]["values"] == [0.2, 0.2]  # epoch 2, at 4 s
     assert budget["A"]["1.0"]["values"] == [0.5, 0.5]  # its scoring at 3 s is within 4 s
+    assert budget["A"]["3.0"]["values"] == [0.6, 0.6]
     with pytest.raises(ValueError, match="must be KD. Received: A"):
         harness.run(dataclasses.replace(task, methods=task.methods[1:]), [0])
 
@@ -171,6 +174,9 @@ def test_at_budget_takes_the_last_scoring_within_it():
     assert metrics.at_budget(points, 3.0, "m") == 0.3  # 3.03 is 1 % over: within the slack
     assert metrics.at_budget(points, 2.0, "m") == 0.2
     assert metrics.at_budget(points, 0.5, "m") is None
+    # A curve that ends well short of a budget (a 1x reference) has no figure there.
+    assert metrics.at_budget(points, 3.15, "m") == 0.3
+    assert metrics.at_budget(points, 3.3, "m") is None
 
 
 def test_mean_curve_steps_and_averages_over_seeds():
