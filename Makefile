@@ -22,7 +22,7 @@ demo: $(STAMP)
 demo-smoke: $(STAMP)
 	$(BIN)/python examples/mnist1d_distillation.py --smoke
 
-## Accuracy-vs-time benchmarks over 3 seeds, the recipe ablation, speed (about 5 hours on 2 cores), then BENCHMARKS.md.
+## Accuracy-vs-time benchmarks over 3 seeds, the recipe ablation, speed (about 3 hours on 2 cores), then BENCHMARKS.md.
 benchmarks: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
 

@@ -160,7 +160,8 @@ def mean_curve(per_seed, model, metric, grid):
     """Mean over seeds of `metric` against training time in budget units, on `grid`.
 
     Each seed's curve is read as a step function (the last scoring at or
-    before each point); points before a seed's first scoring are NaN.
+    before each point); points before a seed's first scoring or after its
+    last (a method that trained for less) are NaN.
     """
     values = []
     for run in per_seed:
@@ -169,7 +170,8 @@ def mean_curve(per_seed, model, metric, grid):
         times = np.array([p["seconds"] / unit for p in points])
         ys = np.array([p[metric] for p in points], dtype=np.float64)
         index = np.searchsorted(times, grid, side="right") - 1
-        values.append(np.where(index >= 0, ys[np.maximum(index, 0)], np.nan))
+        trained = (index >= 0) & (grid <= times[-1] * (1 + BUDGET_SLACK))
+        values.append(np.where(trained, ys[np.maximum(index, 0)], np.nan))
     values = np.array(values)
     counts = np.sum(~np.isnan(values), axis=0)
     return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)

@@ -6,7 +6,7 @@ teacher, then KD (whose time for 200 epochs is the budget unit), ERM, Keras' own
 with the library's default recipe, each trained for 4 units of time and scored on the test
 split every 10 epochs.
 
-Run `python -m benchmarks.mnist1d` from the repository root (about 40 minutes per seed on a
+Run `python -m benchmarks.mnist1d` from the repository root (about 30 minutes per seed on a
 2-core CPU), or with `--smoke` for a run of seconds.
 """
 

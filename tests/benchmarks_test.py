@@ -182,11 +182,14 @@ def test_at_budget_takes_the_last_scoring_within_it():
 def test_mean_curve_steps_and_averages_over_seeds():
     runs = [
         {"budget_unit_seconds": 1.0, "curves": {"A": [{"seconds": 1.0, "m": 1.0}]}},
-        {"budget_unit_seconds": 2.0, "curves": {"A": [{"seconds": 1.0, "m": 3.0}]}},
+        {
+            "budget_unit_seconds": 2.0,
+            "curves": {"A": [{"seconds": 1.0, "m": 3.0}, {"seconds": 2.0, "m": 3.0}]},
+        },
     ]
-    curve = metrics.mean_curve(runs, "A", "m", np.array([0.25, 0.5, 1.0]))
-    # Seed 2 scores at 0.5 units, seed 1 at 1 unit: before both, NaN.
-    assert np.isnan(curve[0]) and curve[1] == 3.0 and curve[2] == 2.0
+    curve = metrics.mean_curve(runs, "A", "m", np.array([0.25, 0.5, 1.0, 3.0]))
+    # Seed 2 scores at 0.5 and 1 units, seed 1 at 1 unit: before both and after both, NaN.
+    assert np.isnan(curve[0]) and curve[1] == 3.0 and curve[2] == 2.0 and np.isnan(curve[3])
 
 
 def test_curve_scores_every_few_epochs_stops_at_its_budget_and_excludes_scoring_time():
