@@ -117,17 +117,20 @@ BUDGET_SLACK = 0.02
 TRAINED_SHORT = 0.05
 
 
-def at_budget(points, budget_seconds, metric):
+def at_budget(points, budget_seconds, metric, fixed_epochs=False):
     """The metric at the last scoring of a curve within `budget_seconds`, or None.
 
     None too if the curve ends well short of the budget: a method capped at
-    1x has no figure at 2x.
+    1x has no figure at 2x. Not so with `fixed_epochs` (KD, which trains
+    `max(budgets)` times its reference epochs and ends short of that many
+    units only by the tracing its unit includes).
 
     `points` are `{"seconds": ..., metric: ...}` dicts in training order. This
     is the student one would ship after that much training (no choice of the
     best point on the test split).
     """
-    if points and points[-1]["seconds"] < budget_seconds * (1 - TRAINED_SHORT):
+    short = points and points[-1]["seconds"] < budget_seconds * (1 - TRAINED_SHORT)
+    if short and not fixed_epochs:
         return None  # trained for less (a capped reference): it says nothing of this budget
     within = [p for p in points if p["seconds"] <= budget_seconds * (1 + BUDGET_SLACK)]
     return within[-1][metric] if within else None
@@ -149,7 +152,7 @@ def budget_summary(per_seed, metric, budgets):
                     values.append(run["models"]["teacher"][metric])
                 else:
                     seconds = budget * run["budget_unit_seconds"]
-                    values.append(at_budget(run["curves"][model], seconds, metric))
+                    values.append(at_budget(run["curves"][model], seconds, metric, model == "KD"))
             if None not in values:
                 mean, std = mean_std(values)
                 summary[model][str(budget)] = {"mean": mean, "std": std, "values": values}

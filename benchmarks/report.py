@@ -34,7 +34,7 @@ LABELS = {
     "ECL": "student ECL",
 }
 # The models of the budget summary, in order (those a result has).
-BUDGET_MODELS = ("KD", "KD-keras", "KD-MSE", "FunMatch", "DKD", "LS-KD", "ECL")
+BUDGET_MODELS = ("KD", "ERM", "KD-keras", "KD-MSE", "FunMatch", "DKD", "LS-KD", "ECL")
 
 
 # The machine.

@@ -177,6 +177,8 @@ def test_at_budget_takes_the_last_scoring_within_it():
     # A curve that ends well short of a budget (a 1x reference) has no figure there.
     assert metrics.at_budget(points, 3.15, "m") == 0.3
     assert metrics.at_budget(points, 3.3, "m") is None
+    # KD trains a fixed epoch count: its end counts for the largest budget.
+    assert metrics.at_budget(points, 3.3, "m", fixed_epochs=True) == 0.3
 
 
 def test_mean_curve_steps_and_averages_over_seeds():
