@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 
-from benchmarks import cli, report
+from benchmarks import cli, metrics, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,6 +82,20 @@ def run(name, args):
     subprocess.run(command, check=True, cwd=ROOT)
 
 
+def with_current_budget(result):
+    """`result` with its budget figures recomputed from its per-seed curves.
+
+    Files keep their curves, so a change to how budgets are read (e.g. a
+    method capped at 1x has no 2x figure) reaches old files without retraining.
+    """
+    if "budget" in result and "per_seed" in result:
+        budget = result["budget"]
+        budget["summary"] = metrics.budget_summary(
+            result["per_seed"], budget["metric"], budget["budgets"]
+        )
+    return result
+
+
 def write_report(output, path):
     """BENCHMARKS.md from the result files in `output`; returns the sections written."""
     sections, results = [], {}
@@ -89,7 +103,7 @@ def write_report(output, path):
         result_path = os.path.join(output, f"{name}.json")
         if os.path.exists(result_path):
             with open(result_path) as file:
-                results[name] = json.load(file)
+                results[name] = with_current_budget(json.load(file))
             sections.append(report.markdown_section(results[name]))
     budgeted = {name: result for name, result in results.items() if "budget" in result}
     if budgeted:
@@ -100,7 +114,10 @@ def write_report(output, path):
     ablation_path = os.path.join(output, f"{ABLATION}.json")
     if os.path.exists(ablation_path):
         with open(ablation_path) as file:
-            sections.append(report.ablation_section(json.load(file)))
+            ablation = json.load(file)
+        for entry in ablation["results"].values():
+            with_current_budget(entry)
+        sections.append(report.ablation_section(ablation))
     speed_path = os.path.join(output, "speed.json")
     if os.path.exists(speed_path):
         with open(speed_path) as file:
