@@ -6,6 +6,9 @@ with the flags it was given.
 """
 
 import argparse
+import dataclasses
+import datetime
+import json
 import os
 import shlex
 import sys
@@ -14,7 +17,7 @@ RESULTS_DIR = os.path.join("benchmarks", "results")
 
 
 def parse_args(doc, configs, argv=None, add_arguments=None):
-    """The flags every benchmark takes: `--seeds`, `--smoke`, `--output`.
+    """The flags every benchmark takes: `--seeds`, `--smoke`, `--output`, `--add-seeds`.
 
     `add_arguments(parser)`, if given, adds a benchmark's own flags. Returns
     the parsed arguments and the "smoke" or "full" entry of `configs`.
@@ -25,6 +28,11 @@ def parse_args(doc, configs, argv=None, add_arguments=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, runs in seconds")
     parser.add_argument("--output", default=RESULTS_DIR, help="folder of the JSON results")
+    parser.add_argument(
+        "--add-seeds",
+        action="store_true",
+        help="add these seeds to the existing result file (same config), keeping its others",
+    )
     args = parser.parse_args(argv)
     return args, configs["smoke" if args.smoke else "full"]
 
@@ -33,3 +41,46 @@ def command_line(module, argv=None):
     """`python -m benchmarks.<module> <flags>`, the command that reproduces a run."""
     args = sys.argv[1:] if argv is None else list(argv)
     return shlex.join(["python", "-m", f"benchmarks.{module}", *args])
+
+
+def earlier_result(args, name, config):
+    """With `--add-seeds`, the result file `<output>/<name>.json` the new seeds join.
+
+    Checked before anything trains: the file must exist and have been run with
+    the same config, or the seeds would not be comparable. None without the flag.
+    """
+    if not args.add_seeds:
+        return None
+    path = os.path.join(args.output, f"{name}.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--add-seeds needs an earlier result file. Not found: {path}")
+    with open(path) as file:
+        earlier = json.load(file)
+    expected = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as JSON lists
+    if earlier.get("config") != expected:
+        raise ValueError(
+            f"--add-seeds: {path} was run with another config. "
+            f"Expected: {expected}. Received: {earlier.get('config')}"
+        )
+    return earlier
+
+
+def with_earlier_seeds(earlier, per_seed, command):
+    """`per_seed` joined with the seeds of `earlier` it does not rerun.
+
+    Returns the per-seed results sorted by seed, and the result's `command`
+    and `date` fields: both runs' commands (joined by `&&`) and dates, so the
+    file still says how every seed was produced.
+    """
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    seeds = [entry["seed"] for entry in per_seed]
+    if earlier is None:
+        return per_seed, command, now
+    kept = [entry for entry in earlier["per_seed"] if entry["seed"] not in seeds]
+    merged = sorted([*kept, *per_seed], key=lambda entry: entry["seed"])
+    kept_seeds = " ".join(str(entry["seed"]) for entry in kept)
+    before = earlier["date"]
+    if "(seeds" not in before:  # the earlier file had one run
+        before += f" (seeds {kept_seeds})"
+    date = f"{before}; {now} (seeds {' '.join(map(str, seeds))})"
+    return merged, f"{earlier['command']} && {command}", date

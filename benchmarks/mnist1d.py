@@ -73,7 +73,11 @@ def main(argv=None):
     args, config = cli.parse_args(__doc__, CONFIGS, argv)
     test_task = task(config, runs_for_seed)
     print(f"MNIST-1D: {len(test_task.data[0])} training signals", flush=True)
+    earlier = cli.earlier_result(args, NAME, config)
     per_seed = harness.run(test_task, args.seeds)
+    per_seed, command, date = cli.with_earlier_seeds(
+        earlier, per_seed, cli.command_line(NAME, argv)
+    )
     result = {
         "title": "MNIST-1D: CNN teacher -> MLP student",
         "description": (
@@ -85,8 +89,9 @@ def main(argv=None):
             "`keras_ecl.Distiller(mode='kd')` and in `keras.distillation.Distiller`. "
             f"{harness.PEERS_DESCRIPTION} {harness.ECL_DESCRIPTION}"
         ),
-        "command": cli.command_line(NAME, argv),
-        "seeds": args.seeds,
+        "command": command,
+        "date": date,
+        "seeds": [entry["seed"] for entry in per_seed],
         "config": dataclasses.asdict(config),
         "columns": report.CLASSIFICATION_COLUMNS,
         "summary": metrics.summarize(per_seed),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmarks import cli, harness, metrics, report
+from benchmarks import cli, harness, metrics, mnist1d, report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ["toy_regression", "friedman1", "digits", "mnist1d", "speed", "run_all"]
@@ -365,6 +365,46 @@ def test_command_line_is_the_module_form():
     shown = "python -m benchmarks.digits --train-rows 250 --seeds 0 1 2"
     assert report.shown_command(old) == shown
     assert report.shown_command(shown) == shown
+
+
+def test_add_seeds_keeps_the_seeds_it_does_not_rerun(tmp_path):
+    config = mnist1d.CONFIGS["smoke"]
+    earlier = {
+        "config": dataclasses.asdict(config),
+        "command": "python -m benchmarks.mnist1d --seeds 0 1",
+        "date": "2026-12-05 06:53 UTC",
+        "per_seed": [{"seed": 0, "models": "a"}, {"seed": 1, "models": "old"}],
+    }
+    (tmp_path / "mnist1d.json").write_text(json.dumps(earlier))
+    args, _ = cli.parse_args(
+        "doc", mnist1d.CONFIGS, ["--smoke", "--add-seeds", "--output", str(tmp_path)]
+    )
+    loaded = cli.earlier_result(args, "mnist1d", config)
+    new = [{"seed": 2, "models": "c"}, {"seed": 1, "models": "new"}]
+    per_seed, command, date = cli.with_earlier_seeds(loaded, new, "python -m x --seeds 2 1")
+    assert [(entry["seed"], entry["models"]) for entry in per_seed] == [
+        (0, "a"),
+        (1, "new"),
+        (2, "c"),
+    ]
+    assert command == "python -m benchmarks.mnist1d --seeds 0 1 && python -m x --seeds 2 1"
+    assert date.startswith("2026-12-05 06:53 UTC (seeds 0); ") and date.endswith("(seeds 2 1)")
+    # Without the flag nothing is read and the new seeds stand alone.
+    args, _ = cli.parse_args("doc", mnist1d.CONFIGS, ["--smoke", "--output", str(tmp_path)])
+    assert cli.earlier_result(args, "mnist1d", config) is None
+    assert cli.with_earlier_seeds(None, new, "c")[:2] == (new, "c")
+
+
+def test_add_seeds_refuses_a_missing_or_different_run(tmp_path):
+    args, config = cli.parse_args(
+        "doc", mnist1d.CONFIGS, ["--smoke", "--add-seeds", "--output", str(tmp_path)]
+    )
+    with pytest.raises(FileNotFoundError, match="--add-seeds needs an earlier result file"):
+        cli.earlier_result(args, "mnist1d", config)
+    other = dataclasses.asdict(mnist1d.CONFIGS["full"])
+    (tmp_path / "mnist1d.json").write_text(json.dumps({"config": other, "per_seed": []}))
+    with pytest.raises(ValueError, match="was run with another config"):
+        cli.earlier_result(args, "mnist1d", config)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
