@@ -43,6 +43,30 @@ def check_models(distiller):
         )
 
 
+def check_separate_models(student, teacher):
+    """Refuses a teacher that is, or shares weights with, the student.
+
+    Freezing the teacher would freeze those weights in the student too: it
+    would train nothing, silently.
+    """
+    if teacher is None:
+        return
+    if teacher is student:
+        raise ValueError(
+            "`teacher` and `student` are the same model. The teacher is frozen, so the "
+            "student would not train. Distil into a separate, usually smaller, model "
+            "(e.g. `keras.models.clone_model(teacher)` for a copy to fine-tune)."
+        )
+    teacher_weights = {id(w) for w in teacher.weights}
+    shared = [w.path for w in student.trainable_weights if id(w) in teacher_weights]
+    if shared:
+        raise ValueError(
+            f"`teacher` and `student` share {len(shared)} weight(s) (e.g. {shared[0]}). "
+            "The teacher is frozen, so these would not train in the student. Build the "
+            "student from its own layers."
+        )
+
+
 def check_data(distiller, x, y=None, sample_weight=None, argument="x"):
     """Checks data for `fit`/`evaluate` against the models, head and sampler.
 
@@ -61,6 +85,8 @@ def check_data(distiller, x, y=None, sample_weight=None, argument="x"):
     """
     if isinstance(x, tf.data.Dataset):
         x, y, sample_weight = first_batch(x, argument)
+    elif isinstance(x, keras.utils.PyDataset):
+        x, y, sample_weight = first_py_batch(x, argument)
     elif argument == "validation_data" and isinstance(x, (tuple, list)):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(x))
     if isinstance(x, (dict, list, tuple)):
@@ -104,9 +130,11 @@ def check_data(distiller, x, y=None, sample_weight=None, argument="x"):
                 "or inf, so there is nothing to distil. Check the teacher's weights "
                 "(did its training diverge?) and what it was trained on."
             )
+        head.check_outputs(teacher_outputs, "teacher", argument)
     student_outputs = distiller.student(rows, training=False)
     shape = output_shape(student_outputs)
     event_size = head.event_size(shape, "student")
+    head.check_outputs(student_outputs, "student", argument)
     if distiller.uses_teacher:
         check_same_event_size(head, teacher_size, event_size)
     if y is not None:
@@ -232,6 +260,20 @@ def first_batch(dataset, argument):
     if element is None:
         raise ValueError(f"`{argument}` is an empty dataset: it yields no batch.")
     return keras.utils.unpack_x_y_sample_weight(element)
+
+
+def first_py_batch(dataset, argument):
+    """`(x, y, sample_weight)` of a `keras.utils.PyDataset`'s first batch, by index.
+
+    Indexing reads the batch without consuming anything; a PyDataset of
+    unknown length (`num_batches` None) may not support it and is not peeked.
+    """
+    if dataset.num_batches is None:
+        return None, None, None
+    if dataset.num_batches == 0:
+        raise ValueError(f"`{argument}` is an empty PyDataset: it yields no batch.")
+    batch = dataset[0]
+    return keras.utils.unpack_x_y_sample_weight(batch if isinstance(batch, tuple) else (batch,))
 
 
 def is_array(x):

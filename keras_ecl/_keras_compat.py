@@ -191,6 +191,16 @@ def compile_loss(model):
     return model._compile_loss
 
 
+def compile_metrics(model):
+    """The `CompileMetrics` built from `model.compile(metrics=...)`, or None.
+
+    Keras 3.15 keeps it as the private `_compile_metrics` and lists it in
+    `model.metrics`; `compute_metrics` updates it with labels, so data without
+    labels must leave it out.
+    """
+    return model._compile_metrics
+
+
 def loss_tracker(model):
     """The `keras.metrics.Mean` that Keras reports as the `"loss"` metric.
 

@@ -7,15 +7,15 @@ inputs, and minimises `w * supervised(y, student(x)) + (1 - w) * mean KL(teacher
 KD baselines through `mode`, so comparisons differ in one argument only.
 """
 
+import contextlib
 import inspect
-import math
 import os
 
 import h5py
 import keras
 import tensorflow as tf
 
-from keras_ecl import _data_checks
+from keras_ecl import _data_checks, _step_checks
 from keras_ecl import _keras_compat as compat
 from keras_ecl import heads as heads_lib
 from keras_ecl import losses as losses_lib
@@ -201,6 +201,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             raise ValueError(
                 f"`teacher` must be a keras.Model. Received: teacher={type(teacher).__name__}"
             )
+        _data_checks.check_separate_models(student, teacher)
         check_integer("samples_per_example", samples_per_example, 0)
         check_integer("warmup_steps", warmup_steps, 0)
         if updates_per_batch is None:
@@ -258,6 +259,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         if self.uses_extracurricular:
             self.extracurricular_loss_tracker = keras.metrics.Mean(name="extracurricular_loss")
         _data_checks.check_models(self)
+        # Bad labels found inside a step, for `StepGuard`'s error (not a weight).
+        self._label_record = _step_checks.LabelRecord()
         # train_step never calls self(...): mark built so fit/saving see it.
         if student.built and (teacher is None or teacher.built):
             self.built = True
@@ -384,12 +387,42 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 compat.unscale_loss_for_distribution(value), sample_weight=batch_size
             )
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Keras' own; data without labels leaves the compiled metrics alone.
+
+        Label-free distillation (`supervised_weight=0`, `fit(x)`) then logs its
+        losses only, while labelled validation data still gets the compiled
+        metrics.
+        """
+        if y is not None:
+            return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self._results(skip=compat.compile_metrics(self))
+
+    def get_metrics_result(self):
+        """Keras' own, without compiled metrics that have not seen a label yet."""
+        compiled = compat.compile_metrics(self)
+        return self._results(skip=compiled if compiled is not None and not compiled.built else None)
+
+    def _results(self, skip=None):
+        results = {}
+        for metric in self.metrics:
+            if metric is not skip:
+                result = metric.result()
+                results.update(result if isinstance(result, dict) else {metric.name: result})
+        return results
+
     def _metrics_result(self, x, y, outputs, sample_weight, batch_size):
         """Compiled metrics on the head's point prediction for real inputs."""
         real_outputs, _ = _split(outputs, batch_size)
         y_pred = self.head.point_prediction(real_outputs)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         return compat.for_multi_worker_mean(logs)
+
+    def _checked_labels(self, y, outputs, batch_size):
+        """The labels to use and whether all were valid (see `_step_checks`)."""
+        real_outputs, _ = _split(outputs, batch_size)
+        event_size = self.head.event_size(_data_checks.output_shape(real_outputs))
+        return _step_checks.check_labels(self.head, y, real_outputs, event_size, self._label_record)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -399,17 +432,20 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         variables = self.student.trainable_variables
         all_finite = tf.constant(True)
         # The teacher's outputs serve `updates_per_batch` student updates.
-        for _ in range(self.updates_per_batch):
+        for update in range(self.updates_per_batch):
             with tf.GradientTape() as tape:
                 outputs = self.student(inputs, training=True)
+                if update == 0:  # bad labels: no update at all, and an error (StepGuard)
+                    y, labels_valid = self._checked_labels(y, outputs, batch_size)
                 loss, terms = self._objective(
                     y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, True
                 )
                 scaled_loss = self.optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled_loss, variables)
-            finite = self._apply_if_finite(gradients, variables, loss)
+            checked_loss = tf.where(labels_valid, loss, float("nan"))
+            finite = self._apply_if_finite(gradients, variables, checked_loss)
             all_finite = tf.logical_and(all_finite, finite)
-        # A skipped step shows as a NaN loss, which `fit` turns into an error.
+        # A skipped step shows as a NaN loss, which `StepGuard` turns into an error.
         loss = tf.where(all_finite, loss, float("nan"))
         self._update_trackers(terms, loss, batch_size)
         return self._metrics_result(x, y, outputs, sample_weight, batch_size)
@@ -419,26 +455,30 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         batch_size = _batch_size(x)
         inputs, teacher_real, teacher_synthetic = self._forward(x, training=False)
         outputs = self.student(inputs, training=False)
+        y, labels_valid = self._checked_labels(y, outputs, batch_size)
         loss, terms = self._objective(
             y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, False
         )
+        loss = tf.where(labels_valid, loss, float("nan"))
         self._update_trackers(terms, loss, batch_size)
         return self._metrics_result(x, y, outputs, sample_weight, batch_size)
 
     def _apply_if_finite(self, gradients, variables, loss):
         """Applies the gradients only if they and the loss are finite on every
-        replica, and returns whether they were.
+        replica, keeps the update only if it left every weight and optimizer
+        slot finite, and returns whether the update was kept.
 
-        A skipped step leaves weights and optimizer state as they were. The
-        gradients are checked too: ReLU maps NaN inputs to 0, so a NaN input
-        can give a finite loss and NaN gradients. Under mixed precision the
-        `LossScaleOptimizer` skips overflowing steps itself; only a non-finite
-        loss then counts as a failure.
+        A skipped or undone step leaves weights and optimizer state as they
+        were (`_step_checks.apply_or_restore`). The gradients are checked too:
+        ReLU maps NaN inputs to 0, so a NaN input can give a finite loss and
+        NaN gradients; and Adam can turn huge finite gradients into NaN weights.
+        Under mixed precision the `LossScaleOptimizer` skips overflowing steps
+        itself; only a non-finite loss or update then counts as a failure.
         """
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # It skips overflowing steps and lowers its loss scale by itself.
-            self.optimizer.apply(gradients, variables)
-            return tf.math.is_finite(loss)
+            kept = _step_checks.apply_or_restore(self.optimizer, gradients, variables)
+            return tf.logical_and(kept, tf.reduce_all(tf.math.is_finite(loss)))
         context = tf.distribute.get_replica_context()
         checks = [tf.reduce_all(tf.math.is_finite(loss))] + [
             tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None
@@ -448,27 +488,29 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)
         finite = tf.equal(bad, 0.0)
 
-        def apply():
-            self.optimizer.apply(gradients, variables)
+        def skip():
+            return tf.constant(False)
 
         if compat.strategy_supports_no_merge_call():
-            keras.ops.cond(finite, apply, lambda: None)
-            return finite
+            return keras.ops.cond(
+                finite,
+                lambda: _step_checks.apply_or_restore(self.optimizer, gradients, variables),
+                skip,
+            )
 
         # Like LossScaleOptimizer: a cond whose branch calls merge_call must
         # run in cross-replica context; per-replica values travel as args.
         def cross_replica(strategy, finite, gradients, variables):
             finite = strategy.experimental_local_results(finite)[0]
+            return keras.ops.cond(
+                finite,
+                lambda: _step_checks.apply_or_restore(
+                    self.optimizer, gradients, variables, strategy=strategy
+                ),
+                skip,
+            )
 
-            def apply_each():
-                strategy.extended.call_for_each_replica(
-                    self.optimizer.apply, args=(gradients, variables)
-                )
-
-            keras.ops.cond(finite, apply_each, lambda: None)
-
-        context.merge_call(cross_replica, args=(finite, gradients, variables))
-        return finite
+        return context.merge_call(cross_replica, args=(finite, gradients, variables))
 
     # Input checks that run eagerly, before `fit` traces anything.
 
@@ -487,8 +529,9 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         self._check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
         if params.get("validation_data") is not None:
             self._check_data(params["validation_data"], None, None, "validation_data")
-        params["callbacks"] = list(params.get("callbacks") or []) + [_NonFiniteLossGuard()]
-        return super().fit(**params)
+        params["callbacks"] = list(params.get("callbacks") or []) + [_step_checks.StepGuard()]
+        with self._fresh_functions_after_errors():
+            return super().fit(**params)
 
     def evaluate(self, *args, **kwargs):
         """`keras.Model.evaluate`, after the same eager data checks as `fit`."""
@@ -497,12 +540,32 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         extra = params.pop("kwargs", {})
         if not extra.get("_use_cached_eval_dataset"):  # fit's validation: checked once
             self._check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
-        return super().evaluate(**params, **extra)
+        callbacks = params.get("callbacks")
+        if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's hold the guard
+            params["callbacks"] = list(callbacks or []) + [_step_checks.StepGuard()]
+        with self._fresh_functions_after_errors():
+            return super().evaluate(**params, **extra)
+
+    @contextlib.contextmanager
+    def _fresh_functions_after_errors(self):
+        """Forgets the traced step functions when a call fails.
+
+        An error raised while Keras traces a step (or while it runs) can leave
+        its cached function half-built, so that the corrected call fails with
+        "Creating variables on a non-first call"; tracing afresh avoids it, and
+        a rejected call leaves the Distiller usable without a new `compile`.
+        """
+        try:
+            yield
+        except Exception:
+            self.train_function = self.test_function = self.predict_function = None
+            raise
 
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`, after checking that `x` holds inputs (NaN allowed)."""
         _data_checks.check_predict_inputs(self, x)
-        return super().predict(x, *args, **kwargs)
+        with self._fresh_functions_after_errors():
+            return super().predict(x, *args, **kwargs)
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
         """`keras.Model.load_weights`, refusing files that are not Keras weights first."""
@@ -575,22 +638,3 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             config[key] = keras.saving.deserialize_keras_object(config.get(key))
         config["head"] = heads_lib.get(config["head"])
         return cls(**config)
-
-
-class _NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stops `fit` with a clear error as soon as the loss is NaN or inf."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.model.stop_training = True
-            raise FloatingPointError(
-                f"The training loss or its gradients became non-finite ({float(loss)}) "
-                f"at epoch {self.epoch + 1}, step {batch + 1}. That update was "
-                "skipped, so the student keeps the weights of the last finite step. "
-                "Check the inputs and the teacher's outputs for NaN/inf, or lower the "
-                "learning rate."
-            )

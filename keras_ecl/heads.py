@@ -51,6 +51,8 @@ class Head:
     units_per_output = 1
     # What one predicted value is called in messages: a class, or a regression output.
     event_name = "outputs"
+    # What the head takes from a model, in messages.
+    raw_outputs = "raw outputs"
 
     def distribution(self, outputs, argument="outputs"):
         """Returns the `tfd.Distribution` (float32) that `outputs` encode.
@@ -161,6 +163,60 @@ class Head:
             ValueError: If `y` does not fit the models' outputs.
         """
 
+    def invalid_targets(self, y, outputs):
+        """Flags, inside a traced step, the examples whose labels this head cannot learn from.
+
+        The in-graph twin of `check_targets`, for batches `fit` could not peek
+        at (later batches of a dataset, a PyDataset, a generator): plain
+        tensor ops, so it also runs under XLA. The base class flags
+        non-finite values.
+
+        Args:
+            y: A batch of labels (a tensor, batch axis first).
+            outputs: The student's raw outputs on the batch.
+
+        Returns:
+            A bool tensor of shape `(batch,)`: True where a row is invalid.
+        """
+        del outputs  # regression targets need only be finite
+        return _any_per_row(tf.logical_not(tf.math.is_finite(tf.cast(y, tf.float32))))
+
+    def target_rule(self, event_size):
+        """What valid labels are, for the error of a bad batch found in the step."""
+        return f"finite numbers, {event_size} per example"
+
+    def check_outputs(self, outputs, role, argument):
+        """Refuses raw outputs that are a softmax's probabilities, checked eagerly.
+
+        Every head takes raw outputs (logits, or `[loc, raw_scale]`). A model
+        that ends in a softmax (the most common distillation mistake) still
+        trains, silently on flattened distributions: for `Categorical` the
+        softmax would be applied twice. Rows that all lie in [0, 1] and sum to
+        1 are not raw outputs.
+
+        Args:
+            outputs: The model's outputs on the first rows of the data.
+            role: "teacher" or "student", for the message.
+            argument: The argument that holds the data, for the message.
+
+        Raises:
+            ValueError: If every row is a probability vector.
+        """
+        if isinstance(outputs, (list, tuple)):
+            return
+        values = np.asarray(outputs, dtype="float64")
+        if values.ndim < 2 or values.shape[-1] < 2 or not np.all(np.isfinite(values)):
+            return
+        rows_sum_to_one = np.allclose(values.sum(axis=-1), 1.0, atol=1e-3)
+        if rows_sum_to_one and values.min() >= 0 and values.max() <= 1:
+            raise ValueError(
+                f"The {role}'s outputs on the first rows of `{argument}` are probabilities "
+                f"(every row in [0, 1] and summing to 1), but {type(self).__name__} takes "
+                f"{self.raw_outputs}. Remove the {role}'s final softmax (e.g. "
+                '`Dense(n)` instead of `Dense(n, activation="softmax")`), or build the '
+                f"{role} from the layer before it."
+            )
+
     def initial_bias(self, event_size, initial_scale):
         """Starting bias of the `HeadLayer` producing this head's outputs, or None.
 
@@ -226,6 +282,7 @@ class Categorical(Head):
     """
 
     event_name = "classes"
+    raw_outputs = "logits (it applies the softmax itself; a second one flattens every distribution)"
 
     def __init__(self, temperature=1.0, standardize=False):
         check_positive("temperature", temperature)
@@ -312,6 +369,23 @@ class Categorical(Head):
                 f"class. Received: shape={y.shape}"
             )
 
+    def invalid_targets(self, y, outputs):
+        """Class ids outside [0, classes) or not integers; one-hot rows with a negative entry."""
+        values = tf.cast(y, tf.float32)
+        classes = outputs.shape[-1]
+        bad = tf.logical_or(tf.logical_not(tf.math.is_finite(values)), values < 0)
+        one_hot = y.shape.rank == outputs.shape.rank and y.shape[-1] == classes != 1
+        if not one_hot and classes is not None:
+            out_of_range = tf.logical_or(values >= classes, values != tf.floor(values))
+            bad = tf.logical_or(bad, out_of_range)
+        return _any_per_row(bad)
+
+    def target_rule(self, event_size):
+        return (
+            f"integer class ids in [0, {event_size}) (or one-hot rows) for models with "
+            f"{event_size} classes"
+        )
+
     def uncertainty(self, outputs, measure="entropy"):
         if measure == "variance":
             # Total variance of the one-hot vector: 1 - sum(p^2).
@@ -389,6 +463,13 @@ class DecoupledCategorical(Categorical):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
 
 
+def _any_per_row(flags):
+    """`(batch,)` bools: whether any flag of each example is set."""
+    if flags.shape.rank == 1:
+        return flags
+    return tf.reduce_any(tf.reshape(flags, [tf.shape(flags)[0], -1]), axis=-1)
+
+
 def _target_log_probs(scaled_logits, target):
     """`(log p_target, log (1 - p_target))` from scaled logits, in log space."""
     log_probs = tf.nn.log_softmax(scaled_logits)
@@ -414,6 +495,7 @@ class _LocationScale(Head):
     """
 
     units_per_output = 2
+    raw_outputs = "`[loc, raw_scale]` columns, not a classifier's probabilities"
     _distribution_class = None
 
     def __init__(self, min_scale=1e-3):

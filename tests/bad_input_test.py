@@ -69,6 +69,52 @@ def broken_student():
     return student
 
 
+def softmax_mlp(units=16, outputs=CLASSES):
+    """A classifier that ends in a softmax: it outputs probabilities, not logits."""
+    model = mlp(outputs, units)
+    return keras.Sequential([model, keras.layers.Softmax()])
+
+
+def labelled_batches(bad_batch, labels=None, batch=8):
+    """A dataset of batches of 8 whose batch `bad_batch` (1-based) holds class id 7."""
+    y = Y.copy() if labels is None else labels
+    y[(bad_batch - 1) * batch : bad_batch * batch] = 7
+    return tf.data.Dataset.from_tensor_slices((X, y)).batch(batch)
+
+
+class Batches(keras.utils.PyDataset):
+    """A PyDataset of batches of 8 of `x`, `y`."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x) // 8
+
+    def __getitem__(self, index):
+        rows = slice(8 * index, 8 * index + 8)
+        return self.x[rows], self.y[rows]
+
+
+def with_bad_label(y, row, value):
+    y = y.copy()
+    y[row] = value
+    return y
+
+
+def named_inputs_mlp(units=8):
+    """A functional MLP taking a dict `{"features": x}`."""
+    inputs = keras.Input((FEATURES,), name="features")
+    hidden = keras.layers.Dense(units, activation="relu")(inputs)
+    return keras.Model({"features": inputs}, keras.layers.Dense(CLASSES)(hidden))
+
+
+def shared_layers_student():
+    teacher = mlp(units=16)
+    return keras.Sequential([keras.Input((FEATURES,)), *teacher.layers]), teacher
+
+
 def write(path, text):
     pathlib.Path(path).write_text(text)
     return path
@@ -98,9 +144,11 @@ def set_tf_config(monkeypatch, value):
     return keras_ecl.distribute.get_strategy()
 
 
-# Case id -> call(d, tmp_path, request): `d` is a fresh, valid Distiller whose
-# weights a rejected call must leave alone. The README row with the same id
-# gives the exception type and the error text.
+# Case id -> call(d, tmp_path, request): `d` is a fresh Distiller (`distiller()`,
+# or the case's own from DISTILLERS) whose weights a rejected call must leave
+# alone, and which the corrected call (CORRECTED, else `fit(X, Y)`) must then
+# train without a new `compile`. The README row with the same id gives the
+# exception type and the error text.
 CASES = {
     # Inputs
     "x-features": lambda d, *_: d.fit(np.zeros((32, 5), "float32"), Y, verbose=0),
@@ -117,6 +165,8 @@ CASES = {
         verbose=0,
     ),
     "ecl-several-inputs": lambda d, *_: d.fit([X, X], Y, verbose=0),
+    "x-huge": lambda d, *_: d.fit(X * 1e20, Y, batch_size=8, verbose=0),
+    "pydataset-features": lambda d, *_: d.fit(Batches(np.zeros((32, 5), "float32"), Y), verbose=0),
     # Labels
     "labels-missing": lambda d, *_: d.fit(X, verbose=0),
     "labels-count": lambda d, *_: d.fit(X, Y[:10], verbose=0),
@@ -128,6 +178,15 @@ CASES = {
     "labels-strings": lambda d, *_: d.fit(X, np.full(32, "a"), verbose=0),
     "labels-out-of-range": lambda d, *_: d.fit(X, Y + 3, verbose=0),
     "evaluate-labels-out-of-range": lambda d, *_: d.evaluate(X, Y + 5, verbose=0),
+    "dataset-labels-later-batch": lambda d, *_: d.fit(labelled_batches(2), verbose=0),
+    "evaluate-dataset-labels-later-batch": lambda d, *_: d.evaluate(labelled_batches(3), verbose=0),
+    "validation-labels-later-batch": lambda d, *_: d.fit(
+        X, Y, validation_data=labelled_batches(2), verbose=0
+    ),
+    "pydataset-labels-later-batch": lambda d, *_: d.fit(
+        Batches(X, with_bad_label(Y, 12, -1)), verbose=0
+    ),
+    "kd-dict-inputs-labels": lambda d, *_: d.fit({"features": X}, Y + 3, batch_size=8, verbose=0),
     "predict-empty": lambda d, *_: d.predict(X[:0], verbose=0),
     "predict-features": lambda d, *_: d.predict(np.zeros((2, 5), "float32"), verbose=0),
     "one-hot-width": lambda d, *_: d.fit(X, np.eye(4)[Y], verbose=0),
@@ -143,6 +202,11 @@ CASES = {
     "categorical-one-class": lambda *_: distiller(student=mlp(1), teacher=mlp(1, 16)),
     "normal-odd-units": lambda *_: distiller(head="normal"),
     "teacher-nan-outputs": lambda *_: distiller(teacher=nan_teacher()).fit(X, Y, verbose=0),
+    "same-model": lambda *_: keras_ecl.Distiller(*[mlp()] * 2),
+    "shared-weights": lambda *_: keras_ecl.Distiller(*shared_layers_student()),
+    "teacher-softmax": lambda d, *_: d.fit(X, Y, verbose=0),
+    "student-softmax": lambda d, *_: d.fit(X, Y, verbose=0),
+    "normal-head-probabilities": lambda d, *_: d.fit(X, X[:, 0], verbose=0),
     "head-name": lambda *_: distiller(head="gaussian"),
     "temperature": lambda *_: keras_ecl.heads.Categorical(temperature=0),
     "kl-shapes": lambda *_: keras_ecl.losses.DistributionKL()(np.zeros((2, 3)), np.zeros((2, 4))),
@@ -219,6 +283,27 @@ CASES = {
 }
 
 
+# Cases about a Distiller other than `distiller()`: how to build it.
+DISTILLERS = {
+    "teacher-softmax": lambda: distiller(teacher=softmax_mlp()),
+    "student-softmax": lambda: distiller(student=softmax_mlp(8)),
+    "normal-head-probabilities": lambda: distiller(
+        student=mlp(2), teacher=softmax_mlp(outputs=2), head="normal"
+    ),
+    "kd-dict-inputs-labels": lambda: distiller(
+        student=named_inputs_mlp(), teacher=named_inputs_mlp(16), mode="kd", sampler=None
+    ),
+}
+# The corrected call of a case whose Distiller cannot take `fit(X, Y)`; for a
+# wrong model the correction is a right Distiller, so there is none to call.
+CORRECTED = {
+    "kd-dict-inputs-labels": lambda d: d.fit({"features": X}, Y, batch_size=8, verbose=0),
+    "teacher-softmax": None,
+    "student-softmax": None,
+    "normal-head-probabilities": None,
+}
+
+
 def readme_rows():
     """id -> (exception name, error text) of the README's "Bad input" table."""
     text = (ROOT / "README.md").read_text()
@@ -248,19 +333,25 @@ def calls_the_distiller(case):
 def test_bad_input_raises_the_documented_error_and_corrupts_nothing(case, tmp_path, request):
     exception_name, text = ROWS[case]
     # Argument-only cases (constructors, export, TF_CONFIG) get no Distiller to build.
-    model = distiller() if calls_the_distiller(case) else None
+    model = DISTILLERS.get(case, distiller)() if calls_the_distiller(case) else None
     before = None if model is None else [w.copy() for w in model.get_weights()]
     with pytest.raises(Exception) as caught:
         CASES[case](model, tmp_path, request)
     assert type(caught.value).__name__ == exception_name, caught.value
     assert text in " ".join(str(caught.value).split()), str(caught.value)
-    if model is None or exception_name == "FloatingPointError":
-        return  # nothing to corrupt, or the steps before the bad batch trained, as they should
-    # Rejected before anything changed: the same weights, and a good call works.
-    for a, b in zip(model.get_weights(), before, strict=True):
-        np.testing.assert_array_equal(a, b)
-    history = model.fit(X, Y, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][-1])
+    if model is None:
+        return  # an argument refused: nothing was built to corrupt
+    # Nothing changed, or (a bad batch found inside `fit`) only the steps before
+    # it trained, as they should: every weight is still finite.
+    weights = model.get_weights()
+    assert all(np.all(np.isfinite(w)) for w in weights)
+    if exception_name != "FloatingPointError" and "later-batch" not in case:
+        for a, b in zip(weights, before, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # The corrected call works without a new `compile`.
+    corrected = CORRECTED.get(case, lambda d: d.fit(X, Y, epochs=1, verbose=0))
+    if corrected is not None:
+        assert np.isfinite(corrected(model).history["loss"][-1])
 
 
 # Property-based: random shapes and dtypes into the public functions.

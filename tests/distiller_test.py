@@ -856,3 +856,113 @@ def test_unseeded_sampler_follows_keras_global_seed():
 
     np.testing.assert_array_equal(run(7), run(7))
     assert not np.allclose(run(7), run(8))
+
+
+# Mistakes real users make (issue 13): what must work, and the guard's promise.
+
+
+def test_bool_labels_train_as_class_ids():
+    x, y = make_data(64)
+    y = (y > 0).astype(bool)
+    runs = []
+    for labels in (y, y.astype("int32")):
+        keras.utils.set_random_seed(3)
+        distiller = keras_ecl.Distiller(mlp(2, units=4), mlp(2, units=16), mode="kd")
+        distiller.compile(optimizer="adam")
+        distiller.fit(x, labels, batch_size=16, epochs=2, verbose=0)
+        runs.append(weights_of(distiller.student))
+    assert_same_weights(*runs)
+
+
+def test_label_free_fit_with_compiled_metrics_scores_labelled_validation():
+    x, y = make_data(64)
+    distiller = keras_ecl.Distiller(
+        mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16), supervised_weight=0
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(x, validation_data=(x, y), batch_size=16, epochs=2, verbose=0)
+    assert "accuracy" not in history.history  # no labels to score the training batches
+    assert 0 <= history.history["val_accuracy"][-1] <= 1
+    # The same compiled Distiller then scores labelled data, and trains on it.
+    accuracy = distiller.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    expected = np.mean(np.argmax(distiller.predict(x, verbose=0), axis=-1) == y)
+    np.testing.assert_allclose(accuracy, expected, atol=1e-6)
+
+
+def test_an_update_that_would_make_weights_non_finite_is_undone():
+    # Adam turns finite but huge gradients (inputs x 1e20) into inf/NaN state.
+    x, y = make_data(64)
+    distiller = keras_ecl.Distiller(
+        mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16), mode="kd"
+    )
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    before = [np.array(v) for v in [*distiller.student.weights, *distiller.optimizer.variables]]
+    with pytest.raises(
+        FloatingPointError, match="epoch 1, step 1. That update was skipped or undone"
+    ):
+        distiller.fit(x * 1e20, y, batch_size=16, epochs=1, verbose=0)
+    after = [np.array(v) for v in [*distiller.student.weights, *distiller.optimizer.variables]]
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+class NaNGradient(keras.layers.Layer):
+    """The identity, whose gradient turns NaN once `poisoned` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.poisoned = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def call(self, inputs):
+        poisoned = self.poisoned
+
+        @tf.custom_gradient
+        def identity(t):
+            def grad(upstream):
+                return tf.where(poisoned > 0, upstream * np.nan, upstream)
+
+            return tf.identity(t), grad
+
+        return identity(inputs)
+
+
+def test_an_injected_nan_gradient_skips_the_update_and_keeps_the_state():
+    x, y = make_data(64)
+    layer = NaNGradient()
+    student = keras.Sequential(
+        [
+            keras.Input((testing.FEATURES,)),
+            keras.layers.Dense(4),
+            layer,
+            keras.layers.Dense(NUM_CLASSES),
+        ]
+    )
+    distiller = keras_ecl.Distiller(student, mlp(NUM_CLASSES, units=16), mode="kd")
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    before = [np.array(v) for v in [*student.trainable_weights, *distiller.optimizer.variables]]
+    layer.poisoned.assign(1.0)
+    with pytest.raises(FloatingPointError, match="epoch 1, step 1"):
+        distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    after = [np.array(v) for v in [*student.trainable_weights, *distiller.optimizer.variables]]
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    layer.poisoned.assign(0.0)  # and training goes on from there
+    assert np.isfinite(distiller.fit(x, y, batch_size=16, verbose=0).history["loss"][-1])
+
+
+def test_the_in_step_label_check_names_the_batch_under_xla():
+    # XLA drops tf.debugging asserts: the check is plain tensor ops.
+    x, y = make_data(64)
+    y[40] = 9
+    distiller = keras_ecl.Distiller(
+        mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16), mode="kd"
+    )
+    distiller.compile(optimizer="adam", jit_compile=True)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(
+        ValueError, match=r"in batch 3 of epoch 1 must be integer class ids in \[0, 3\)"
+    ):
+        distiller.fit(dataset, verbose=0)
+    assert all(np.all(np.isfinite(w)) for w in distiller.student.get_weights())

@@ -74,3 +74,33 @@ def test_non_finite_step_is_skipped_on_every_replica():
     with pytest.raises(FloatingPointError, match="epoch 1, step 3"):
         distiller.fit(dataset, epochs=1, verbose=0)
     assert all(np.all(np.isfinite(w)) for w in distiller.student.get_weights())
+
+
+def test_an_overflowing_update_is_undone_on_every_replica():
+    x, y = testing.classification_data(64)
+    with testing.two_replicas().scope():
+        distiller = keras_ecl.Distiller(testing.mlp(units=4), testing.mlp(units=16), mode="kd")
+        distiller.compile(optimizer="adam")
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    state = [*distiller.student.weights, *distiller.optimizer.variables]
+    before = [np.array(v) for v in state]
+    with pytest.raises(FloatingPointError, match="skipped or undone"):
+        distiller.fit(x * 1e20, y, batch_size=16, epochs=1, verbose=0)
+    for a, b in zip([np.array(v) for v in state], before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_labels_on_one_replica_are_named_and_skip_the_step():
+    x, y = testing.classification_data(64)
+    y[37] = 5  # the second replica's half of the third batch of 16
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with testing.two_replicas().scope():
+        distiller = keras_ecl.Distiller(testing.mlp(units=4), testing.mlp(units=16), mode="kd")
+        distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=r"batch 3 of epoch 1 .* labels in \[0, 5\], 1 bad row"):
+        distiller.fit(dataset, verbose=0)
+    assert all(np.all(np.isfinite(w)) for w in distiller.student.get_weights())
+    # The corrected data then trains, without a new compile.
+    assert np.isfinite(
+        distiller.fit(x, testing.classification_data(64)[1], verbose=0).history["loss"][-1]
+    )

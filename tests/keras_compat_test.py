@@ -116,6 +116,16 @@ def test_loss_tracker_is_the_metric_fit_logs_as_loss():
     assert model.metrics[0] is tracker
 
 
+def test_compile_metrics_are_the_metrics_given_to_compile():
+    model = testing.mlp()
+    model.compile(optimizer="adam", metrics=["accuracy"])
+    compiled = compat.compile_metrics(model)
+    assert compiled is not None and compiled in model.metrics
+    model = testing.mlp()
+    model.compile(optimizer="adam")
+    assert compat.compile_metrics(model) is None
+
+
 # Multi-worker training (keras-team/keras#20329).
 
 
