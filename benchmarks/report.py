@@ -334,7 +334,11 @@ def speed_section(result):
         f"epoch time over {result['config']['rounds']} interleaved rounds of "
         f"{result['config']['epochs_per_round']} epochs, after a first, untimed epoch "
         "that traces and compiles. On this 2-core machine the ratios move by up to about "
-        "±10 % between back-to-back runs: read differences smaller than that as parity.",
+        "±10 % between back-to-back runs: read differences smaller than that as parity. "
+        'Rows marked "unchecked" run a Distiller without the checks inside its step '
+        "(the label check, the finiteness check and the copy that undoes a non-finite "
+        "update; `benchmarks.speed.UncheckedDistiller`), interleaved with the checked "
+        "ones: their ratio is what those checks cost.",
         f"Command: `{shown_command(result['command'])}`  \nDate: {result['date']}; "
         f"machine: {describe_machine(result['machine'])}.",
     ]

@@ -67,7 +67,7 @@ def check_separate_models(student, teacher):
         )
 
 
-def check_data(distiller, x, y=None, sample_weight=None, argument="x"):
+def check_data(distiller, x, y=None, sample_weight=None, argument="x", training=True):
     """Checks data for `fit`/`evaluate` against the models, head and sampler.
 
     Args:
@@ -77,12 +77,15 @@ def check_data(distiller, x, y=None, sample_weight=None, argument="x"):
         y: Labels when `x` is an array. Defaults to None.
         sample_weight: Sample weights when `x` is an array. Defaults to None.
         argument: Name of the argument, for error messages. Defaults to "x".
+        training: Whether the data is to train on (all-zero sample weights
+            would train nothing) or to score. Defaults to True.
 
     Raises:
         ValueError: Empty data, missing or out-of-range labels, NaN/inf
             inputs, or outputs that do not fit the head.
         TypeError: Non-numeric inputs, or integer inputs to a mixing sampler.
     """
+    batched = isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
     if isinstance(x, tf.data.Dataset):
         x, y, sample_weight = first_batch(x, argument)
     elif isinstance(x, keras.utils.PyDataset):
@@ -115,7 +118,7 @@ def check_data(distiller, x, y=None, sample_weight=None, argument="x"):
                 f"`{argument}` has {len(x)} inputs but {len(y)} labels: they must match."
             )
     if sample_weight is not None:
-        _check_sample_weight(sample_weight, len(x), argument)
+        _check_sample_weight(sample_weight, len(x), argument, whole=training and not batched)
     check_input_shape(distiller, x.shape, argument)
     rows = tf.convert_to_tensor(x[:CHECK_ROWS])
     # The teacher first: a subclassed student is built by its first call and
@@ -203,7 +206,7 @@ def check_same_event_size(head, teacher_size, student_size):
         )
 
 
-def _check_sample_weight(sample_weight, num_inputs, argument):
+def _check_sample_weight(sample_weight, num_inputs, argument, whole=True):
     weights = np.asarray(sample_weight)
     if weights.dtype.kind not in "biuf":
         raise TypeError(
@@ -216,6 +219,12 @@ def _check_sample_weight(sample_weight, num_inputs, argument):
         )
     if weights.dtype.kind == "f" and not np.all(np.isfinite(weights)):
         raise ValueError(f"Sample weights of `{argument}` contain NaN or inf values.")
+    # All zero is refused for whole arrays only: a dataset's first batch may be.
+    if weights.size and (weights.min() < 0 or (whole and not np.any(weights))):
+        raise ValueError(
+            f"Sample weights of `{argument}` must be >= 0 and not all 0 (all-zero weights "
+            f"train nothing). Received: weights in [{weights.min():g}, {weights.max():g}]"
+        )
 
 
 def _check_labels(head, y, event_size, output_rank, argument):
@@ -273,7 +282,8 @@ def first_py_batch(dataset, argument):
     if dataset.num_batches == 0:
         raise ValueError(f"`{argument}` is an empty PyDataset: it yields no batch.")
     batch = dataset[0]
-    return keras.utils.unpack_x_y_sample_weight(batch if isinstance(batch, tuple) else (batch,))
+    batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)  # as Keras reads it
+    return keras.utils.unpack_x_y_sample_weight(batch)
 
 
 def is_array(x):

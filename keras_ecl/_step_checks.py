@@ -125,12 +125,9 @@ def apply_or_restore(optimizer, gradients, variables, strategy=None):
             for variable, value in zip(state, before, strict=True):
                 strategy.extended.update(variable, _assign, args=(value,), group=False)
 
-        if strategy is None:
-            tf.__internal__.distribute.interim.maybe_merge_call(
-                assign_all, tf.distribute.get_strategy(), state, before
-            )
-        else:
-            assign_all(strategy, state, before)
+        # In replica context only where the strategy needs no merge_call (the
+        # Distiller's check), as the optimizer's own update does.
+        assign_all(strategy or tf.distribute.get_strategy(), state, before)
 
     with tf.control_dependencies([kept]):
         keras.ops.cond(kept, lambda: None, restore)

@@ -16,6 +16,7 @@ from keras_ecl._keras_compat import BackupAndRestoreHooks, set_initial_epoch
 __all__ = ["BackupAndRestore"]
 
 _EPOCH = "keras_ecl_epoch"  # attribute of the weights file: epochs it holds
+_SCRATCH = "writing.weights.h5"  # where a backup is written before it is swapped in
 
 
 class BackupAndRestore(BackupAndRestoreHooks):
@@ -50,6 +51,26 @@ class BackupAndRestore(BackupAndRestoreHooks):
     ```
     """
 
+    def __init__(self, backup_dir, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self._check_backup_dir()
+
+    def _check_backup_dir(self):
+        """Refuses a `backup_dir` holding other files: training's end deletes it whole."""
+        if not (self._is_local() and self.delete_checkpoint and os.path.isdir(self.backup_dir)):
+            return
+        own = {os.path.basename(path) for path in self.backup_paths.values()}
+        own |= {_SCRATCH, *(f"{name}.writing" for name in own)}
+        others = sorted(set(os.listdir(self.backup_dir)) - own)
+        if others:
+            raise ValueError(
+                f"`backup_dir` holds other files ({', '.join(others[:3])}), and the whole "
+                "directory is deleted when training ends (delete_checkpoint=True). Give the "
+                "backup a directory of its own, e.g. "
+                f"{os.path.join(str(self.backup_dir), 'backup')!r}. "
+                f"Received: backup_dir={str(self.backup_dir)!r}"
+            )
+
     def _is_local(self):
         return "://" not in str(self.backup_dir)
 
@@ -63,7 +84,7 @@ class BackupAndRestore(BackupAndRestoreHooks):
             _replace_with_copy(paths["weights"], paths["previous_weights"])
             if os.path.exists(paths["metadata"]):
                 _replace_with_copy(paths["metadata"], paths["previous_metadata"])
-        scratch = os.path.join(self.backup_dir, "writing.weights.h5")
+        scratch = os.path.join(self.backup_dir, _SCRATCH)
         self.model.save_weights(scratch, overwrite=True)
         with h5py.File(scratch, "a") as file:
             file.attrs[_EPOCH] = epoch

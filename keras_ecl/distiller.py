@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from keras_ecl import _data_checks, _step_checks
 from keras_ecl import _keras_compat as compat
+from keras_ecl import export as export_lib
 from keras_ecl import heads as heads_lib
 from keras_ecl import losses as losses_lib
 from keras_ecl import samplers as samplers_lib
@@ -85,9 +86,10 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     inputs only (Hinton KD with a `Categorical(temperature)` head), `"ecl"`
     adds the extracurricular inputs. Labels are never used on synthetic inputs.
 
-    `compile` is Keras' own: `metrics` apply to the student's point
-    prediction on real inputs (logits for `Categorical`, `loc` for `Normal`
-    and `Laplace`), and an optional `loss` (getting raw outputs, so use
+    `compile` is Keras' own (but refuses a `loss` that expects
+    probabilities): `metrics` apply to the student's point prediction on
+    real inputs (logits for `Categorical`, `loc` for `Normal` and
+    `Laplace`), and an optional `loss` (getting raw outputs, so use
     `from_logits=True` losses) replaces the head's negative log-likelihood as
     the supervised term. The student's regularization losses are added as in
     `keras.Model`. Sample weights weight the supervised and distillation terms
@@ -217,6 +219,22 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 "real_weight=0 with samples_per_example=0 leaves nothing to distil on. "
                 "Draw synthetic inputs (samples_per_example >= 1) or use real_weight > 0."
             )
+        if mode != "erm" and supervised_weight == 1:
+            raise ValueError(
+                f"supervised_weight=1 leaves no weight on the teacher: mode={mode!r} would "
+                "train on labels alone, at the teacher's cost. Use a weight below 1 (the "
+                "labels' share of the loss), or mode='erm'."
+            )
+        for argument, value, default, modes in (
+            ("uncertainty_weighting", uncertainty_weighting, None, ("ecl",)),
+            ("real_weight", real_weight, 0.0, ("ecl",)),
+            ("warmup_steps", warmup_steps, 0, ("kd", "ecl")),
+        ):
+            if mode not in modes and value != default:
+                raise ValueError(
+                    f"`{argument}` applies to mode={' or '.join(map(repr, modes))} only; "
+                    f"mode={mode!r} would ignore it. Received: {argument}={value!r}"
+                )
         if selection is not None and not isinstance(selection, selection_lib.Selection):
             raise ValueError(
                 "`selection` must be a keras_ecl.selection.Selection or None. "
@@ -259,6 +277,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         if self.uses_extracurricular:
             self.extracurricular_loss_tracker = keras.metrics.Mean(name="extracurricular_loss")
         _data_checks.check_models(self)
+        # `export_student(distiller.student)` then applies the right head.
+        setattr(student, export_lib.STUDENT_HEAD, self.head)
         # Bad labels found inside a step, for `StepGuard`'s error (not a weight).
         self._label_record = _step_checks.LabelRecord()
         # train_step never calls self(...): mark built so fit/saving see it.
@@ -475,14 +495,11 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         Under mixed precision the `LossScaleOptimizer` skips overflowing steps
         itself; only a non-finite loss or update then counts as a failure.
         """
-        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # It skips overflowing steps and lowers its loss scale by itself.
-            kept = _step_checks.apply_or_restore(self.optimizer, gradients, variables)
-            return tf.logical_and(kept, tf.reduce_all(tf.math.is_finite(loss)))
         context = tf.distribute.get_replica_context()
-        checks = [tf.reduce_all(tf.math.is_finite(loss))] + [
-            tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None
-        ]
+        checks = [tf.reduce_all(tf.math.is_finite(loss))]
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # (A LossScaleOptimizer skips overflowing gradients and lowers its scale itself.)
+            checks += [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]
         bad = tf.cast(tf.logical_not(tf.reduce_all(tf.stack(checks))), tf.float32)
         if context.num_replicas_in_sync > 1:
             bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)
@@ -514,6 +531,36 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
 
     # Input checks that run eagerly, before `fit` traces anything.
 
+    def compile_from_config(self, config):
+        """Keras' own (used by `keras.saving.load_model`), through this `compile`."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`, refusing a `loss` that expects probabilities.
+
+        A compiled `loss` replaces the head's negative log-likelihood and gets
+        the student's raw outputs (logits): a cross-entropy with
+        `from_logits=False` (the Keras default, and what a loss named by a
+        string is) would softmax-squash them a second time, silently.
+        """
+        params = inspect.signature(keras.Model.compile).bind(self, *args, **kwargs).arguments
+        params.pop("self")
+        params.update(params.pop("kwargs", {}))
+        loss = params.get("loss")
+        from_logits = getattr(loss, "from_logits", None)
+        if isinstance(loss, str) and "crossentropy" in loss.lower():
+            from_logits = False
+        if from_logits is False:
+            raise ValueError(
+                "A compiled `loss` gets the student's raw outputs (logits), but this one "
+                "expects probabilities. Pass e.g. keras.losses.SparseCategoricalCrossentropy("
+                "from_logits=True), or no loss (the head's own). "
+                f"Received: loss={loss!r}"
+            )
+        return super().compile(**params)
+
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, after checking the data and models eagerly.
 
@@ -528,7 +575,9 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         params.pop("self")
         self._check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
         if params.get("validation_data") is not None:
-            self._check_data(params["validation_data"], None, None, "validation_data")
+            self._check_data(
+                params["validation_data"], None, None, "validation_data", training=False
+            )
         params["callbacks"] = list(params.get("callbacks") or []) + [_step_checks.StepGuard()]
         with self._fresh_functions_after_errors():
             return super().fit(**params)
@@ -539,7 +588,9 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         params.pop("self")
         extra = params.pop("kwargs", {})
         if not extra.get("_use_cached_eval_dataset"):  # fit's validation: checked once
-            self._check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
+            self._check_data(
+                params.get("x"), params.get("y"), params.get("sample_weight"), "x", training=False
+            )
         callbacks = params.get("callbacks")
         if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's hold the guard
             params["callbacks"] = list(callbacks or []) + [_step_checks.StepGuard()]
@@ -577,8 +628,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             )
         return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
 
-    def _check_data(self, x, y, sample_weight, argument):
-        _data_checks.check_data(self, x, y, sample_weight, argument)
+    def _check_data(self, x, y, sample_weight, argument, training=True):
+        _data_checks.check_data(self, x, y, sample_weight, argument, training)
         # train_step never calls self(...): built once the checks have built the models.
         if self.student.built and (self.teacher is None or self.teacher.built):
             self.built = True

@@ -21,6 +21,8 @@ FORMATS = ("tf_saved_model", "tflite")
 QUANTIZATIONS = (None, "dynamic_range", "float16", "int8")
 # Where students go when no path is given.
 DEFAULT_DIRECTORY = "saved_models"
+# The attribute through which a Distiller's student remembers its head.
+STUDENT_HEAD = "keras_ecl_head"
 # Rows of the representative data the int8 converter calibrates on.
 _CALIBRATION_ROWS = 200
 
@@ -28,7 +30,7 @@ _CALIBRATION_ROWS = 200
 def export_student(
     model,
     path=None,
-    format="tf_saved_model",
+    format=None,
     head=None,
     quantization=None,
     representative_data=None,
@@ -50,9 +52,11 @@ def export_student(
         path: Directory of the SavedModel, or the `.tflite` file to write.
             Defaults to None: `saved_models/<student name>` (plus `.tflite`,
             or `_<quantization>.tflite` when quantized).
-        format: `"tf_saved_model"` or `"tflite"`. Defaults to "tf_saved_model".
+        format: `"tf_saved_model"` or `"tflite"`. Defaults to None: "tflite"
+            for a `path` ending in `.tflite`, else "tf_saved_model".
         head: A `keras_ecl.heads.Head` or its name. Defaults to None: the
-            Distiller's head, or "categorical" for a plain model.
+            Distiller's head; for a plain model, the head of the last
+            Distiller it was the student of, else "categorical".
         quantization: For `"tflite"` only: None (float32), `"dynamic_range"`
             (int8 weights), `"float16"` (float16 weights) or `"int8"` (int8
             weights and activations with float inputs and outputs, calibrated
@@ -85,12 +89,20 @@ def export_student(
     """
     from keras_ecl.distiller import Distiller
 
+    tflite_path = path is not None and str(path).endswith(".tflite")
+    if format is None:
+        format = "tflite" if tflite_path else "tf_saved_model"
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {FORMATS}. Received: format={format!r}")
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"`quantization` must be one of {QUANTIZATIONS}. "
             f"Received: quantization={quantization!r}"
+        )
+    if format == "tf_saved_model" and tflite_path:
+        raise ValueError(
+            "`path` ends in .tflite but format='tf_saved_model' writes a directory. "
+            f"Pass format='tflite', or a path without the suffix. Received: path={str(path)!r}"
         )
     if quantization is not None and format != "tflite":
         raise ValueError(
@@ -107,6 +119,8 @@ def export_student(
         head = model.head if head is None else head
     elif isinstance(model, keras.Model):
         student = model
+        # A student keeps the head of the Distiller that trained it (see `Distiller`).
+        head = getattr(student, STUDENT_HEAD, None) if head is None else head
     else:
         raise TypeError(
             "`model` must be a keras_ecl.Distiller or a keras.Model. "
@@ -190,7 +204,13 @@ def _write_saved_model(student, head, signature, path):
     archive = keras.export.ExportArchive()
     archive.track(student)
     archive.add_endpoint("serve", serve, input_signature=signature)
-    if os.path.isdir(path):
+    if os.path.isdir(path) and os.listdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ValueError(
+                f"`path` is a directory that holds other files, not a SavedModel: "
+                "exporting would replace them. Name a new directory for the student, "
+                f"e.g. {os.path.join(str(path), student.name)!r}. Received: path={str(path)!r}"
+            )
         shutil.rmtree(path)  # a stale export must not mix with the new one
     archive.write_out(path, verbose=False)
 

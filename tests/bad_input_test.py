@@ -174,6 +174,10 @@ CASES = {
     "sample-weights-nan": lambda d, *_: d.fit(
         X, Y, sample_weight=with_values(np.ones(32), [4], np.nan), verbose=0
     ),
+    "sample-weights-zero": lambda d, *_: d.fit(X, Y, sample_weight=np.zeros(32), verbose=0),
+    "sample-weights-negative": lambda d, *_: d.fit(
+        X, Y, sample_weight=with_values(np.ones(32), [3], -1.0), verbose=0
+    ),
     "sample-weights-strings": lambda d, *_: d.fit(X, Y, sample_weight=np.full(32, "a"), verbose=0),
     "labels-strings": lambda d, *_: d.fit(X, np.full(32, "a"), verbose=0),
     "labels-out-of-range": lambda d, *_: d.fit(X, Y + 3, verbose=0),
@@ -222,6 +226,11 @@ CASES = {
     "supervised-weight": lambda *_: distiller(supervised_weight=2),
     "sampler-without-ecl": lambda *_: distiller(mode="kd"),
     "real-weight": lambda *_: distiller(real_weight=-1),
+    "supervised-weight-one": lambda *_: distiller(mode="kd", sampler=None, supervised_weight=1),
+    "option-outside-its-mode": lambda *_: distiller(
+        mode="kd", sampler=None, uncertainty_weighting="entropy"
+    ),
+    "compile-loss-probabilities": lambda d, *_: d.compile(loss="sparse_categorical_crossentropy"),
     "selection-without-ecl": lambda *_: distiller(
         mode="kd", sampler=None, selection=keras_ecl.selection.Selection(2)
     ),
@@ -258,6 +267,12 @@ CASES = {
     "export-int8-without-data": lambda _, tmp_path, __: keras_ecl.export_student(
         mlp(), tmp_path / "s.tflite", "tflite", quantization="int8"
     ),
+    "export-tflite-path-saved-model": lambda _, tmp_path, __: keras_ecl.export_student(
+        mlp(), tmp_path / "s.tflite", "tf_saved_model"
+    ),
+    "export-into-a-folder": lambda _, tmp_path, __: keras_ecl.export_student(
+        mlp(), write(tmp_path / "notes.txt", "mine").parent
+    ),
     "export-non-finite-weights": lambda _, tmp_path, __: keras_ecl.export_student(
         broken_student(), tmp_path
     ),
@@ -275,6 +290,9 @@ CASES = {
     ),
     "weights-of-another-distiller": lambda _, tmp_path, __: one_of_distiller().load_weights(
         saved_distiller(tmp_path)
+    ),
+    "backup-dir-shared": lambda _, tmp_path, __: keras_ecl.callbacks.BackupAndRestore(
+        write(tmp_path / "notes.txt", "mine").parent
     ),
     # Distribution
     "tf-config": lambda _, __, request: set_tf_config(

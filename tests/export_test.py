@@ -213,3 +213,22 @@ def test_default_paths_are_under_saved_models(tmp_path, monkeypatch):
     assert small == os.path.join("saved_models", "tiny_student_float16.tflite")
     np.testing.assert_allclose(served(saved, x)["logits"], student.predict(x, verbose=0), atol=1e-5)
     assert os.path.exists(flat) and os.path.exists(small)
+
+
+def test_a_distillers_student_exports_with_that_distillers_head(tmp_path):
+    # `export_student(distiller.student)`: the plain model remembers its head.
+    student = mlp(4, units=8)
+    keras_ecl.Distiller(student, mlp(4, units=16), head="normal", mode="kd")
+    outputs = served(keras_ecl.export_student(student, str(tmp_path / "s")), make_x())
+    assert set(outputs) == {"loc", "scale"}
+    plain = served(keras_ecl.export_student(mlp(4, units=8), str(tmp_path / "p")), make_x())
+    assert set(plain) == {"logits", "probabilities"}  # a model no Distiller trained
+
+
+def test_a_tflite_path_writes_a_tflite_file(tmp_path):
+    student = mlp(3, units=8)
+    path = keras_ecl.export_student(student, str(tmp_path / "student.tflite"))
+    assert os.path.isfile(path)
+    x = make_x(8)
+    probabilities = tflite_predict(path, x)["probabilities"]
+    np.testing.assert_allclose(probabilities, softmax(student.predict(x, verbose=0)), atol=1e-5)
