@@ -84,3 +84,16 @@ def with_earlier_seeds(earlier, per_seed, command):
         before += f" (seeds {kept_seeds})"
     date = f"{before}; {now} (seeds {' '.join(map(str, seeds))})"
     return merged, f"{earlier['command']} && {command}", date
+
+
+def run_seeds(args, name, config, run, command):
+    """Runs `run(args.seeds)`, the per-seed results of result file `name`.
+
+    With `--add-seeds`, the earlier file is checked before anything trains and
+    its other seeds are joined in. Returns the per-seed results and the
+    result's `command`, `date` and `seeds` fields.
+    """
+    earlier = earlier_result(args, name, config)
+    per_seed, command, date = with_earlier_seeds(earlier, run(args.seeds), command)
+    seeds = [entry["seed"] for entry in per_seed]
+    return per_seed, {"command": command, "date": date, "seeds": seeds}

@@ -123,10 +123,12 @@ def main(argv=None):
     test_task = task(config, runs_for_seed, args.train_rows)
     rows = len(test_task.data[0])
     print(f"Digits: {rows} training images", flush=True)
-    earlier = cli.earlier_result(args, test_task.name, config)
-    per_seed = harness.run(test_task, args.seeds)
-    per_seed, command, date = cli.with_earlier_seeds(
-        earlier, per_seed, cli.command_line(NAME, argv)
+    per_seed, fields = cli.run_seeds(
+        args,
+        test_task.name,
+        config,
+        lambda seeds: harness.run(test_task, seeds),
+        cli.command_line(NAME, argv),
     )
     result = {
         "title": f"Digits (scikit-learn 8x8, {rows} training images): CNN teacher -> MLP-32",
@@ -139,9 +141,7 @@ def main(argv=None):
             f"supervised weight {SUPERVISED_WEIGHT}, also in `keras.distillation.Distiller`. "
             f"{harness.PEERS_DESCRIPTION} {harness.ECL_DESCRIPTION}"
         ),
-        "command": command,
-        "date": date,
-        "seeds": [entry["seed"] for entry in per_seed],
+        **fields,
         "config": dataclasses.asdict(config),
         "columns": report.CLASSIFICATION_COLUMNS,
         "summary": metrics.summarize(per_seed),

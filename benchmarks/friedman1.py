@@ -183,10 +183,12 @@ def teacher_fit(validation, config):
 def main(argv=None):
     args, config = cli.parse_args(__doc__, CONFIGS, argv)
     test_task = task(config)
-    earlier = cli.earlier_result(args, NAME, config)
-    per_seed = harness.run(test_task, args.seeds)
-    per_seed, command, date = cli.with_earlier_seeds(
-        earlier, per_seed, cli.command_line(NAME, argv)
+    per_seed, fields = cli.run_seeds(
+        args,
+        NAME,
+        config,
+        lambda seeds: harness.run(test_task, seeds),
+        cli.command_line(NAME, argv),
     )
     result = {
         "title": "Friedman #1 with heteroscedastic noise: Normal-head ensemble teacher -> MLP-16",
@@ -204,9 +206,7 @@ def main(argv=None):
             f"inputs (`mode='kd'`, supervised weight {SUPERVISED_WEIGHT}). "
             f"{harness.ECL_DESCRIPTION}"
         ),
-        "command": command,
-        "date": date,
-        "seeds": [entry["seed"] for entry in per_seed],
+        **fields,
         "config": dataclasses.asdict(config),
         "columns": [["rmse", "test RMSE", 3], ["nll", "test NLL", 3], ["seconds", "train s", 1]],
         "summary": metrics.summarize(per_seed),

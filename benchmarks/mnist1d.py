@@ -73,10 +73,12 @@ def main(argv=None):
     args, config = cli.parse_args(__doc__, CONFIGS, argv)
     test_task = task(config, runs_for_seed)
     print(f"MNIST-1D: {len(test_task.data[0])} training signals", flush=True)
-    earlier = cli.earlier_result(args, NAME, config)
-    per_seed = harness.run(test_task, args.seeds)
-    per_seed, command, date = cli.with_earlier_seeds(
-        earlier, per_seed, cli.command_line(NAME, argv)
+    per_seed, fields = cli.run_seeds(
+        args,
+        NAME,
+        config,
+        lambda seeds: harness.run(test_task, seeds),
+        cli.command_line(NAME, argv),
     )
     result = {
         "title": "MNIST-1D: CNN teacher -> MLP student",
@@ -89,9 +91,7 @@ def main(argv=None):
             "`keras_ecl.Distiller(mode='kd')` and in `keras.distillation.Distiller`. "
             f"{harness.PEERS_DESCRIPTION} {harness.ECL_DESCRIPTION}"
         ),
-        "command": command,
-        "date": date,
-        "seeds": [entry["seed"] for entry in per_seed],
+        **fields,
         "config": dataclasses.asdict(config),
         "columns": report.CLASSIFICATION_COLUMNS,
         "summary": metrics.summarize(per_seed),

@@ -547,7 +547,6 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         """
         params = inspect.signature(keras.Model.compile).bind(self, *args, **kwargs).arguments
         params.pop("self")
-        params.update(params.pop("kwargs", {}))
         loss = params.get("loss")
         from_logits = getattr(loss, "from_logits", None)
         if isinstance(loss, str) and "crossentropy" in loss.lower():
