@@ -334,11 +334,7 @@ def speed_section(result):
         f"epoch time over {result['config']['rounds']} interleaved rounds of "
         f"{result['config']['epochs_per_round']} epochs, after a first, untimed epoch "
         "that traces and compiles. On this 2-core machine the ratios move by up to about "
-        "±10 % between back-to-back runs: read differences smaller than that as parity. "
-        'Rows marked "unchecked" run a Distiller without the checks inside its step '
-        "(the label check, the finiteness check and the copy that undoes a non-finite "
-        "update; `benchmarks.speed.UncheckedDistiller`), interleaved with the checked "
-        "ones: their ratio is what those checks cost.",
+        "±10 % between back-to-back runs: read differences smaller than that as parity.",
         f"Command: `{shown_command(result['command'])}`  \nDate: {result['date']}; "
         f"machine: {describe_machine(result['machine'])}.",
     ]
@@ -358,7 +354,34 @@ def speed_section(result):
             f"- {label}: **{value:.3f}**" for label, value in result["ratios"][jit].items()
         )
         parts.append(f"### jit_compile={jit}\n\n{table}\n\n{ratio_lines}")
+    if "check_cost" in result:
+        parts.append(check_cost_section(result))
     return "\n\n".join(parts)
+
+
+def check_cost_section(result):
+    """What the checks inside the step cost: per-round ratios against an unchecked run."""
+    rows = []
+    for jit, costs in result["check_cost"].items():
+        for mode, cost in costs.items():
+            rows.append(
+                [mode, jit, cost["rounds"]]
+                + [
+                    f"{q['median']:.3f} [{q['q25']:.3f}, {q['q75']:.3f}]"
+                    for label, q in cost.items()
+                    if label != "rounds"
+                ]
+            )
+    headers = ["mode", "jit_compile", "rounds", "checked / unchecked", "A/A (noise floor)"]
+    return (
+        "### What the checks inside the step cost\n\n"
+        "The checked Distiller against one without the checks inside its step "
+        "(`benchmarks.speed.UncheckedDistiller`: no label check, no finiteness check "
+        "of the loss and squared gradients, no conditional update), and a second "
+        "unchecked one against the first (A/A: the noise floor). Each round trains "
+        "the three for one epoch each in a shuffled order; the figure is the median "
+        "of the per-round ratios [interquartile range].\n\n" + markdown_table(headers, rows)
+    )
 
 
 def save_figure(figure, path):

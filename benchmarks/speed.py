@@ -11,6 +11,12 @@ that interleave the configurations (so machine load hits all of them alike);
 the figure is the median time of an epoch (compilation happens before, in a
 first epoch that is not timed).
 
+What the checks inside our step cost (labels, finiteness of the update) is timed
+apart, in many short rounds: each round trains the checked Distiller, an
+unchecked one and a second unchecked one (an A/A pair, whose ratio shows the
+noise floor) for one epoch each, in a shuffled order, and the figure is the
+median over rounds of the per-round ratio checked / unchecked.
+
 Run `python -m benchmarks.speed` from the repository root (about 5 minutes on 2 CPU cores),
 or with `--smoke` for a check of a few seconds.
 """
@@ -39,12 +45,13 @@ class SpeedConfig:
     batch_size: int
     rounds: int
     epochs_per_round: int
+    check_rounds: int
 
 
 # Rows divisible by every batch size below, so no partial batch retraces a step.
 CONFIGS = {
-    "full": SpeedConfig(rows=4200, batch_size=100, rounds=6, epochs_per_round=2),
-    "smoke": SpeedConfig(rows=300, batch_size=50, rounds=1, epochs_per_round=2),
+    "full": SpeedConfig(rows=4200, batch_size=100, rounds=6, epochs_per_round=2, check_rounds=30),
+    "smoke": SpeedConfig(rows=300, batch_size=50, rounds=1, epochs_per_round=2, check_rounds=2),
 }
 
 
@@ -52,7 +59,7 @@ class UncheckedDistiller(keras_ecl.Distiller):
     """The Distiller without the checks inside its step, to time what they cost.
 
     No label check, and a bare `optimizer.apply`: no finiteness check of the
-    loss and gradients, no copy of the state to undo a non-finite update.
+    loss and the squared gradients, no conditional update.
     """
 
     def _checked_labels(self, y, outputs, batch_size):
@@ -85,6 +92,8 @@ def make_runs(teacher, batch_size):
             distiller.compile(optimizer="adam", jit_compile=jit_compile)
             return distiller
 
+        if distiller_class is keras_ecl.Distiller:
+            build.unchecked = ours(mode, k, UncheckedDistiller)
         return build
 
     def keras_distiller(jit_compile):
@@ -123,8 +132,19 @@ def make_runs(teacher, batch_size):
         "ECL k=1": (ours("ecl", 1), b, 2 * b),
         "KD (ours), 3x batch": (ours("kd"), 3 * b, 3 * b),
         "ECL k=2": (ours("ecl", 2), b, 3 * b),
-        "KD (ours), unchecked": (ours("kd", distiller_class=UncheckedDistiller), b, b),
-        "ECL k=1, unchecked": (ours("ecl", 1, distiller_class=UncheckedDistiller), b, 2 * b),
+    }
+
+
+def make_check_runs(teacher, batch_size):
+    """Mode -> {checked, unchecked, unchecked again: model factory}, and the batch size."""
+    runs = make_runs(teacher, batch_size)
+    return {
+        mode: {
+            "checked": runs[name][0],
+            "unchecked": runs[name][0].unchecked,
+            "unchecked again": runs[name][0].unchecked,
+        }
+        for mode, name in [("KD", "KD (ours)"), ("ECL k=1", "ECL k=1")]
     }
 
 
@@ -162,18 +182,49 @@ def measure(runs, x, y, config, jit_compile):
     return results
 
 
+def measure_check_cost(check_runs, x, y, config, jit_compile):
+    """Per mode: quartiles of the per-round ratios checked / unchecked, and A/A."""
+    rng = np.random.default_rng(0)
+    costs = {}
+    for mode, builds in check_runs.items():
+        models = {}
+        for name, build in builds.items():
+            keras.utils.set_random_seed(0)
+            models[name] = build(jit_compile)
+            models[name].fit(x, y, batch_size=config.batch_size, epochs=1, verbose=0)
+        seconds = {name: [] for name in models}
+        for _ in range(config.check_rounds):
+            for name in rng.permutation(list(models)):
+                timer = harness.EpochTimes()
+                models[name].fit(
+                    x, y, batch_size=config.batch_size, epochs=1, verbose=0, callbacks=[timer]
+                )
+                seconds[name].extend(timer.times)
+        unchecked = np.array(seconds["unchecked"])
+        costs[mode] = {
+            "checked / unchecked": _quartiles(np.array(seconds["checked"]) / unchecked),
+            "A/A: unchecked again / unchecked": _quartiles(
+                np.array(seconds["unchecked again"]) / unchecked
+            ),
+            "rounds": config.check_rounds,
+        }
+    return costs
+
+
+def _quartiles(values):
+    q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
+    return {"median": float(median), "q25": float(q25), "q75": float(q75)}
+
+
 RATIOS = [
     ("ECL k=1 / KD (ours), same rows", "ECL k=1", "KD (ours), 2x batch"),
     ("ECL k=2 / KD (ours), same rows", "ECL k=2", "KD (ours), 3x batch"),
     ("KD (ours) / keras Distiller", "KD (ours)", "keras Distiller"),
     ("KD (ours) / keras Distiller, 2x batch", "KD (ours), 2x batch", "keras Distiller, 2x batch"),
-    # What the checks inside the step (labels, non-finite updates undone) cost.
-    ("KD (ours) / KD unchecked", "KD (ours)", "KD (ours), unchecked"),
-    ("ECL k=1 / ECL k=1 unchecked", "ECL k=1", "ECL k=1, unchecked"),
 ]
 
 
-def text_table(all_results):
+def text_table(all_results, check_costs=None):
     """The timings and ratios of each jit setting as aligned text, for the console."""
     lines = []
     for jit_compile, results in all_results.items():
@@ -188,6 +239,13 @@ def text_table(all_results):
             )
         for label, ratio in ratios(results).items():
             lines.append(f"  {label}: {ratio:.3f}")
+        for mode, cost in (check_costs or {}).get(jit_compile, {}).items():
+            for label, q in cost.items():
+                if label != "rounds":
+                    lines.append(
+                        f"  checks, {mode}, {label}: {q['median']:.3f} "
+                        f"[{q['q25']:.3f}, {q['q75']:.3f}]"
+                    )
     return "\n".join(lines)
 
 
@@ -205,15 +263,17 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     teacher = demo.make_teacher()  # speed does not depend on the teacher's weights
     runs = make_runs(teacher, config.batch_size)
+    check_runs = make_check_runs(teacher, config.batch_size)
 
     jit_values = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
-    all_results = {}
+    all_results, check_costs = {}, {}
     for jit_compile in jit_values:
         all_results[jit_compile] = measure(runs, x, y, config, jit_compile)
-        print(text_table({jit_compile: all_results[jit_compile]}), flush=True)
+        check_costs[jit_compile] = measure_check_cost(check_runs, x, y, config, jit_compile)
+        print(text_table({jit_compile: all_results[jit_compile]}, check_costs), flush=True)
     if args.output:
-        write_results(all_results, config, args.output, argv)
-    return all_results
+        write_results(all_results, check_costs, config, args.output, argv)
+    return all_results, check_costs
 
 
 def ratios(results):
@@ -224,13 +284,14 @@ def ratios(results):
     }
 
 
-def write_results(all_results, config, path, argv=None):
-    """The timings, their ratios, the date, machine and command, as JSON."""
+def write_results(all_results, check_costs, config, path, argv=None):
+    """The timings, their ratios, the checks' cost, the date, machine and command, as JSON."""
     payload = {
         "command": cli.command_line("speed", argv),
         "config": dataclasses.asdict(config),
         "results": {str(jit): results for jit, results in all_results.items()},
         "ratios": {str(jit): ratios(results) for jit, results in all_results.items()},
+        "check_cost": {str(jit): costs for jit, costs in check_costs.items()},
     }
     return report.write_json(path, "speed", payload)
 

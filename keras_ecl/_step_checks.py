@@ -10,9 +10,10 @@ reports a NaN loss; `StepGuard`, a callback that `fit` and `evaluate` add, then
 raises the error in Python, naming the argument, the batch and the bad values.
 
 The same guard keeps the non-finite promise: a step whose loss or gradients are not
-finite is skipped, and an update that leaves a weight or an optimizer slot
-non-finite although its gradients were finite (Adam on huge inputs) is undone
-(`apply_or_restore`), so the weights really are the last finite ones.
+finite, or whose squared gradients overflow (what would turn Adam's state NaN on
+huge inputs), is skipped (`finite_update`), so the weights really are the last
+finite ones; should an unusual optimizer still make its state non-finite, the
+error names exactly which weights and slots are (`non_finite_state`).
 """
 
 import math
@@ -100,46 +101,36 @@ def label_error(head, found, argument, batch, epoch=None):
     )
 
 
-def apply_or_restore(optimizer, gradients, variables, strategy=None):
-    """Applies the gradients; undoes the update if it left any state non-finite.
+def finite_update(loss, gradients):
+    """Whether an update from these gradients keeps the optimizer's state finite.
 
-    The state is the variables and the optimizer's own (slots, iterations),
-    copied before the update. Returns whether the update was kept. In replica
-    context (or on one device) pass no `strategy`; in cross-replica context
-    (inside a `merge_call`) pass it, and the update runs on each replica.
+    True if the loss and the sum of the squared gradients are finite: every
+    gradient is then finite and so is its square, which is what Adam, RMSprop
+    and Adagrad accumulate (inputs x 1e20 give finite gradients whose squares
+    overflow, and NaN weights one update later). One reduction per gradient,
+    no copy of the state: a step this refuses is skipped, not undone.
     """
-    if not optimizer.built:  # its slots must exist to be copied
-        optimizer.build(variables)
-    state = [_tf_variable(v) for v in [*variables, *optimizer.variables]]
-    before = [tf.identity(v) for v in state]
-    with tf.control_dependencies(before):
-        if strategy is None:
-            optimizer.apply(gradients, variables)
-        else:
-            strategy.extended.call_for_each_replica(optimizer.apply, args=(gradients, variables))
-    checks = [tf.reduce_all(tf.math.is_finite(v)) for v in state if v.dtype.is_floating]
-    kept = tf.reduce_all(tf.stack(checks))
-
-    def restore():
-        def assign_all(strategy, state, before):
-            for variable, value in zip(state, before, strict=True):
-                strategy.extended.update(variable, _assign, args=(value,), group=False)
-
-        # In replica context only where the strategy needs no merge_call (the
-        # Distiller's check), as the optimizer's own update does.
-        assign_all(strategy or tf.distribute.get_strategy(), state, before)
-
-    with tf.control_dependencies([kept]):
-        keras.ops.cond(kept, lambda: None, restore)
-    return tf.identity(kept)
+    total = tf.cast(loss, tf.float32)
+    squares = [tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in gradients if g is not None]
+    if squares:
+        total = total + tf.add_n(squares)
+    return tf.math.is_finite(total)
 
 
-def _assign(variable, value):
-    return variable.assign(value)
+def non_finite_state(model):
+    """Names of the student's weights and optimizer variables that are not all finite.
 
-
-def _tf_variable(variable):
-    return variable.value if isinstance(variable, keras.Variable) else variable
+    Read eagerly, once, when a step has failed: an update that passed
+    `finite_update` can only leave non-finite state through an optimizer of
+    unusual arithmetic, and the next step's loss then shows it.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    state = [*model.student.weights, *(optimizer.variables if optimizer is not None else [])]
+    return [
+        variable.path
+        for variable in state
+        if variable.dtype.startswith("float") and not np.all(np.isfinite(np.asarray(variable)))
+    ]
 
 
 class StepGuard(keras.callbacks.Callback):
@@ -176,12 +167,25 @@ class StepGuard(keras.callbacks.Callback):
             if found is not None:
                 raise label_error(self.model.head, found, self.argument, batch, self.epoch)
             loss = float(logs["loss"])
+            where = f"at epoch {self.epoch + 1}, step {batch + 1}"
+            advice = (
+                "Check the inputs and the teacher's outputs for NaN/inf or huge values, "
+                "or lower the learning rate."
+            )
+            broken = non_finite_state(self.model)
+            if broken:
+                raise FloatingPointError(
+                    f"The training loss became non-finite ({loss}) {where} because an "
+                    "earlier update, from finite gradients, left non-finite values in: "
+                    f"{', '.join(broken)}. Those are the weights now; the other weights "
+                    "and optimizer variables are finite. The optimizer's arithmetic "
+                    f"overflowed: {advice}"
+                )
             raise FloatingPointError(
-                f"The training loss, its gradients or the update they gave became "
-                f"non-finite ({loss}) at epoch {self.epoch + 1}, step {batch + 1}. That "
-                "update was skipped or undone: the student's weights and the optimizer's "
-                "state are those of the last finite step. Check the inputs and the "
-                "teacher's outputs for NaN/inf or huge values, or lower the learning rate."
+                f"The training loss or its gradients became non-finite ({loss}) {where}, "
+                "or large enough that the optimizer's update would overflow. That "
+                "update was skipped: the student's weights and the optimizer's state "
+                f"are those of the last finite step. {advice}"
             )
 
     def on_test_batch_end(self, batch, logs=None):

@@ -484,48 +484,47 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         return self._metrics_result(x, y, outputs, sample_weight, batch_size)
 
     def _apply_if_finite(self, gradients, variables, loss):
-        """Applies the gradients only if they and the loss are finite on every
-        replica, keeps the update only if it left every weight and optimizer
-        slot finite, and returns whether the update was kept.
+        """Applies the gradients only if the update keeps the state finite on
+        every replica (`_step_checks.finite_update`), and returns whether it did.
 
-        A skipped or undone step leaves weights and optimizer state as they
-        were (`_step_checks.apply_or_restore`). The gradients are checked too:
-        ReLU maps NaN inputs to 0, so a NaN input can give a finite loss and
-        NaN gradients; and Adam can turn huge finite gradients into NaN weights.
-        Under mixed precision the `LossScaleOptimizer` skips overflowing steps
-        itself; only a non-finite loss or update then counts as a failure.
+        A skipped step leaves weights and optimizer state as they were. The
+        gradients are checked too: ReLU maps NaN inputs to 0, so a NaN input can
+        give a finite loss and NaN gradients; and Adam turns gradients whose
+        squares overflow (inputs x 1e20) into NaN weights. Under mixed
+        precision the `LossScaleOptimizer` skips overflowing steps itself; only
+        a non-finite loss then counts as a failure.
         """
         context = tf.distribute.get_replica_context()
-        checks = [tf.reduce_all(tf.math.is_finite(loss))]
-        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # (A LossScaleOptimizer skips overflowing gradients and lowers its scale itself.)
-            checks += [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]
-        bad = tf.cast(tf.logical_not(tf.reduce_all(tf.stack(checks))), tf.float32)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            finite = tf.math.is_finite(loss)
+        else:
+            finite = _step_checks.finite_update(loss, gradients)
         if context.num_replicas_in_sync > 1:
-            bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)
-        finite = tf.equal(bad, 0.0)
+            bad = tf.cast(tf.logical_not(finite), tf.float32)
+            finite = tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM, bad), 0.0)
 
         def skip():
             return tf.constant(False)
 
         if compat.strategy_supports_no_merge_call():
-            return keras.ops.cond(
-                finite,
-                lambda: _step_checks.apply_or_restore(self.optimizer, gradients, variables),
-                skip,
-            )
+
+            def apply():
+                self.optimizer.apply(gradients, variables)
+                return tf.constant(True)
+
+            return keras.ops.cond(finite, apply, skip)
 
         # Like LossScaleOptimizer: a cond whose branch calls merge_call must
         # run in cross-replica context; per-replica values travel as args.
         def cross_replica(strategy, finite, gradients, variables):
+            def apply():
+                strategy.extended.call_for_each_replica(
+                    self.optimizer.apply, args=(gradients, variables)
+                )
+                return tf.constant(True)
+
             finite = strategy.experimental_local_results(finite)[0]
-            return keras.ops.cond(
-                finite,
-                lambda: _step_checks.apply_or_restore(
-                    self.optimizer, gradients, variables, strategy=strategy
-                ),
-                skip,
-            )
+            return keras.ops.cond(finite, apply, skip)
 
         return context.merge_call(cross_replica, args=(finite, gradients, variables))
 

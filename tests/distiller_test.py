@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_ecl
-from keras_ecl import heads, losses, samplers
+from keras_ecl import _step_checks, heads, losses, samplers
 from tests import testing
 
 LARGE = pytest.mark.large
@@ -889,8 +889,8 @@ def test_label_free_fit_with_compiled_metrics_scores_labelled_validation():
     np.testing.assert_allclose(accuracy, expected, atol=1e-6)
 
 
-def test_an_update_that_would_make_weights_non_finite_is_undone():
-    # Adam turns finite but huge gradients (inputs x 1e20) into inf/NaN state.
+def test_an_update_that_would_make_weights_non_finite_is_skipped():
+    # Adam turns finite gradients whose squares overflow (inputs x 1e20) into inf/NaN state.
     x, y = make_data(64)
     distiller = keras_ecl.Distiller(
         mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16), mode="kd"
@@ -899,12 +899,52 @@ def test_an_update_that_would_make_weights_non_finite_is_undone():
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
     before = [np.array(v) for v in [*distiller.student.weights, *distiller.optimizer.variables]]
     with pytest.raises(
-        FloatingPointError, match="epoch 1, step 1. That update was skipped or undone"
+        FloatingPointError, match="epoch 1, step 1, or large enough .* That update was skipped"
     ):
         distiller.fit(x * 1e20, y, batch_size=16, epochs=1, verbose=0)
     after = [np.array(v) for v in [*distiller.student.weights, *distiller.optimizer.variables]]
     for a, b in zip(after, before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "loss, gradients, expected",
+    [
+        (1.0, [[1e18, -1.0], None], True),  # 1e36 + 1: squares stay finite
+        (1.0, [[1e20, 0.0]], False),  # 1e40 overflows float32: Adam's v would be inf
+        (1.0, [[1e19], [1e19], [1e19], [1e19]], False),  # each square fits, their sum does not
+        (1.0, [[np.nan]], False),
+        (np.inf, [[0.0]], False),
+        (2.0, [], True),
+    ],
+)
+def test_finite_update_is_the_finiteness_of_loss_plus_squared_gradients(loss, gradients, expected):
+    gradients = [None if g is None else tf.constant(g, tf.float32) for g in gradients]
+    assert bool(_step_checks.finite_update(tf.constant(loss), gradients)) is expected
+
+
+class OverflowingSGD(keras.optimizers.SGD):
+    """SGD whose arithmetic overflows: finite gradients, non-finite weights."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        self.assign_sub(variable, gradient * np.float32(3e38) * np.float32(3e38))
+
+
+def test_an_optimizer_that_makes_weights_non_finite_is_named_in_the_error():
+    # The in-step check cannot foresee every optimizer's arithmetic: then the
+    # error says exactly which state is non-finite instead of promising it is not.
+    x, y = make_data(64)
+    distiller = keras_ecl.Distiller(
+        mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16), mode="kd"
+    )
+    distiller.compile(optimizer=OverflowingSGD())
+    with pytest.raises(FloatingPointError) as caught:
+        distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    message = str(caught.value)
+    assert "epoch 1, step 2" in message  # step 1's update broke the weights
+    named = message.split("non-finite values in: ")[1].split(". Those")[0].split(", ")
+    broken = [v.path for v in distiller.student.weights if not np.all(np.isfinite(np.asarray(v)))]
+    assert sorted(named) == sorted(broken) and broken
 
 
 class NaNGradient(keras.layers.Layer):

@@ -11,7 +11,7 @@ from benchmarks import report, speed
 def test_smoke_run_times_every_configuration(tmp_path, capsys):
     output = tmp_path / "speed.json"
     argv = ["--smoke", "--jit", "off", "--output", str(output)]
-    results = speed.main(argv)
+    results, check_costs = speed.main(argv)
     (timings,) = results.values()
     config = speed.CONFIGS["smoke"]
     assert timings["ECL k=1"]["rows_per_step"] == timings["KD (ours), 2x batch"]["batch_size"]
@@ -29,6 +29,14 @@ def test_smoke_run_times_every_configuration(tmp_path, capsys):
     kd, ecl = timings["KD (ours), 2x batch"], timings["ECL k=1"]
     ratio = saved["ratios"]["False"]["ECL k=1 / KD (ours), same rows"]
     assert ratio == ecl["step_ms"] / kd["step_ms"]
+    for mode in ["KD", "ECL k=1"]:
+        cost = saved["check_cost"]["False"][mode]
+        assert cost == check_costs[False][mode]
+        assert cost["rounds"] == config.check_rounds
+        for q in [cost["checked / unchecked"], cost["A/A: unchecked again / unchecked"]]:
+            assert 0 < q["q25"] <= q["median"] <= q["q75"]
     section = report.speed_section(saved)
     assert section.startswith("## Speed")
     assert f"- ECL k=1 / KD (ours), same rows: **{ratio:.3f}**" in section
+    checks = saved["check_cost"]["False"]["KD"]["checked / unchecked"]
+    assert f"| KD | False | {config.check_rounds} | {checks['median']:.3f} [" in section
