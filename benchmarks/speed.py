@@ -50,7 +50,7 @@ class SpeedConfig:
 
 # Rows divisible by every batch size below, so no partial batch retraces a step.
 CONFIGS = {
-    "full": SpeedConfig(rows=4200, batch_size=100, rounds=6, epochs_per_round=2, check_rounds=30),
+    "full": SpeedConfig(rows=4200, batch_size=100, rounds=6, epochs_per_round=2, check_rounds=60),
     "smoke": SpeedConfig(rows=300, batch_size=50, rounds=1, epochs_per_round=2, check_rounds=2),
 }
 

@@ -8,7 +8,8 @@ inputs and on extracurricular inputs drawn around each batch
 # First: it refuses a Keras backend other than TensorFlow before Keras is imported.
 from keras_ecl import _keras_compat  # isort: skip
 
-from keras_ecl import callbacks, distribute, export, heads, losses, samplers
+from keras_ecl import callbacks, distribute, export, heads, losses, samplers, teachers
+from keras_ecl.calibration import calibrate
 from keras_ecl.distiller import Distiller
 from keras_ecl.export import export_student
 
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Distiller",
+    "calibrate",
     "callbacks",
     "distribute",
     "export",
@@ -23,6 +25,7 @@ __all__ = [
     "heads",
     "losses",
     "samplers",
+    "teachers",
     "__version__",
 ]
 

@@ -30,7 +30,11 @@ def check_models(distiller):
         return head.event_size(output_shape(outputs), role)
 
     student_size = event_size(student, "student")
-    teacher_size = teacher is not None and event_size(teacher, "teacher")
+    teacher_size = (
+        teacher is not None
+        and distiller.teacher_head is head  # an ensemble's layout: checked on the first batch
+        and event_size(teacher, "teacher")
+    )
     if student_size and teacher_size:
         check_same_event_size(head, teacher_size, student_size)
     student_inputs = input_shapes(student)
@@ -126,14 +130,15 @@ def check_data(distiller, x, y=None, sample_weight=None, argument="x", training=
     head = distiller.head
     if distiller.uses_teacher:
         teacher_outputs = distiller.teacher(rows, training=False)
-        teacher_size = head.event_size(output_shape(teacher_outputs), "teacher")
+        teacher_head = distiller.teacher_head
+        teacher_size = teacher_head.event_size(output_shape(teacher_outputs), "teacher")
         if not all(np.all(np.isfinite(o)) for o in tf.nest.flatten(teacher_outputs)):
             raise ValueError(
                 f"The teacher's outputs on the first rows of `{argument}` contain NaN "
                 "or inf, so there is nothing to distil. Check the teacher's weights "
                 "(did its training diverge?) and what it was trained on."
             )
-        head.check_outputs(teacher_outputs, "teacher", argument)
+        teacher_head.check_outputs(teacher_outputs, "teacher", argument)
     student_outputs = distiller.student(rows, training=False)
     shape = output_shape(student_outputs)
     event_size = head.event_size(shape, "student")

@@ -22,6 +22,7 @@ from keras_ecl import heads as heads_lib
 from keras_ecl import losses as losses_lib
 from keras_ecl import samplers as samplers_lib
 from keras_ecl import selection as selection_lib
+from keras_ecl import teachers as teachers_lib
 from keras_ecl.utils import (
     PACKAGE,
     check_integer,
@@ -104,7 +105,9 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     Args:
         student: The `keras.Model` to train. Its output is raw head parameters
             (logits, or `[loc, raw_scale]`).
-        teacher: A trained `keras.Model` with outputs of the same layout, or
+        teacher: A trained `keras.Model` with outputs of the same layout, a
+            list of them (shorthand for `keras_ecl.teachers.Ensemble(list)`:
+            the student matches their mixture), or
             None for `mode="erm"`. It is frozen. Defaults to None.
         head: A `keras_ecl.heads.Head` or its name: how outputs become
             distributions. Defaults to "categorical" (temperature 1).
@@ -133,7 +136,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         mode: One of "erm", "kd", "ecl". Defaults to "ecl".
         uncertainty_weighting: None, "entropy" or "variance": weight each
             synthetic input's KL by the teacher's uncertainty there
-            (normalised to mean 1). Defaults to None.
+            (normalised to mean 1); with an ensemble teacher also
+            "disagreement", how much its members disagree there. Defaults to None.
         name: Model name. Defaults to "distiller".
         **kwargs: Forwarded to `keras.Model`.
 
@@ -199,9 +203,12 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 f"Received: sampler={sampler!r}, mode={mode!r}. Drop the sampler or use "
                 "mode='ecl'."
             )
+        if isinstance(teacher, (list, tuple)):
+            teacher = teachers_lib.Ensemble(teacher)
         if teacher is not None and not isinstance(teacher, keras.Model):
             raise ValueError(
-                f"`teacher` must be a keras.Model. Received: teacher={type(teacher).__name__}"
+                "`teacher` must be a keras.Model or a list of them (an ensemble). "
+                f"Received: teacher={type(teacher).__name__}"
             )
         _data_checks.check_separate_models(student, teacher)
         check_integer("samples_per_example", samples_per_example, 0)
@@ -254,6 +261,19 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         self.student = student
         self.teacher = teacher
         self.head = heads_lib.get(head)
+        # The head of the teacher's outputs: the student's, or an ensemble's own.
+        self.teacher_head = (
+            teacher.distillation_head(self.head)
+            if hasattr(teacher, "distillation_head")
+            else self.head
+        )
+        if uncertainty_weighting == "disagreement" and self.teacher_head is self.head:
+            raise ValueError(
+                "uncertainty_weighting='disagreement' measures how much the members of an "
+                "ensemble teacher disagree; this teacher is one model. Pass "
+                "teacher=[model, ...] (or a keras_ecl.teachers.Ensemble), or use "
+                "'entropy' or 'variance'."
+            )
         if sampler is None and mode == "ecl":
             sampler = samplers_lib.default_sampler()
         self.sampler = None if sampler is None else samplers_lib.get(sampler)
@@ -269,7 +289,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             teacher.trainable = False
 
         self.supervised_loss = losses_lib.NegativeLogLikelihood(self.head)
-        self.distillation_kl = losses_lib.DistributionKL(self.head)
+        self.distillation_kl = losses_lib.DistributionKL(self.teacher_head)
         if self.uses_labels:
             self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         if self.teacher_sees_real:
@@ -322,7 +342,9 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         if self.selection is None:
             return drawn, None
         slots = _batch_size(x) * self.samples_per_example
-        return self.selection.select(drawn, slots, self.student, self.teacher, self.head)
+        return self.selection.select(
+            drawn, slots, self.student, self.teacher, self.head, self.teacher_head
+        )
 
     def _forward(self, x, training):
         """Student inputs (real, then synthetic) and the teacher's outputs on
@@ -350,7 +372,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             weights = tf.tile(sample_weight, repeats)
         if self.uncertainty_weighting:
             emphasis = losses_lib.uncertainty_weights(
-                self.head, teacher_synthetic, self.uncertainty_weighting
+                self.teacher_head, teacher_synthetic, self.uncertainty_weighting
             )
             weights = emphasis if weights is None else weights * emphasis
         return weights

@@ -94,6 +94,53 @@ class Head:
             f"`measure` must be one of 'entropy', 'variance'. Received: measure={measure!r}"
         )
 
+    # Calibration (`keras_ecl.calibrate`): one factor per head, or per output.
+
+    def calibration_size(self, event_size):
+        """How many factors calibrate this head's outputs (1, or one per output)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no calibration.")
+
+    def calibrated(self, outputs, log_factor):
+        """Raw outputs whose distribution is recalibrated by `exp(log_factor)`."""
+        raise NotImplementedError(f"{type(self).__name__} defines no calibration.")
+
+    def calibration_error(self, y, outputs):
+        """Expected calibration error of `outputs` against targets `y` (a float)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no calibration.")
+
+    # Ensembles (`keras_ecl.teachers.Ensemble`): member outputs stacked on axis -2.
+
+    def mixture_outputs(self, member_outputs, weights):
+        """Raw outputs, in this head's layout, of the members' weighted mixture.
+
+        Args:
+            member_outputs: Raw outputs of `M` members stacked on axis -2,
+                shape `(batch, ..., M, units)`.
+            weights: `M` mixture weights summing to 1.
+
+        Returns:
+            A float32 tensor `(batch, ..., units)`: the mixture itself where the
+            head's family holds it (`Categorical`), else the member of the
+            family with the mixture's mean and variance (moment matching).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not combine ensemble members: define "
+            "`mixture_outputs` (and `disagreement`) to distil from an Ensemble."
+        )
+
+    def mixture_kl(self, member_outputs, weights, student_outputs, samples, seed):
+        """KL(mixture of the members ‖ student) per example.
+
+        Exact where `mixture_outputs` is the mixture (the default); location-scale
+        heads estimate it by Monte Carlo from `samples` draws (stateless `seed`).
+        """
+        return self.kl_divergence(self.mixture_outputs(member_outputs, weights), student_outputs)
+
+    def disagreement(self, member_outputs, weights):
+        """How much the members disagree, per example: the variance of their means."""
+        means = self.distribution(member_outputs).mean()  # (batch, ..., M, event)
+        return self._reduce_event(_weighted_variance(means, weights))
+
     def serving_outputs(self, outputs):
         """A dict of user-facing tensors (probabilities, or `loc`/`scale`)."""
         raise NotImplementedError
@@ -393,6 +440,50 @@ class Categorical(Head):
             return 1.0 - tf.reduce_sum(tf.square(probs), axis=-1)
         return super().uncertainty(outputs, measure)
 
+    def calibration_size(self, event_size):
+        return 1  # temperature scaling (Guo et al., 2017): one scalar
+
+    def calibrated(self, outputs, log_factor):
+        """The logits divided by the fitted temperature `exp(log_factor)`."""
+        return tf.cast(outputs, tf.float32) * tf.exp(-tf.cast(log_factor, tf.float32))
+
+    def calibration_error(self, y, outputs, bins=15):
+        """Top-label ECE: `sum_b |accuracy_b - confidence_b| * share_b` over 15 bins."""
+        probs = tf.nn.softmax(tf.cast(outputs, tf.float32)).numpy()
+        probs = probs.reshape(-1, probs.shape[-1])
+        labels = np.asarray(y).reshape(-1)
+        if labels.size != len(probs):  # one-hot rows
+            labels = np.asarray(y).reshape(len(probs), -1).argmax(-1)
+        confidence, correct = probs.max(-1), probs.argmax(-1) == labels
+        which = np.minimum((confidence * bins).astype(int), bins - 1)
+        error = 0.0
+        for b in range(bins):
+            members = which == b
+            if members.any():
+                gap = correct[members].mean() - confidence[members].mean()
+                error += abs(gap) * members.mean()
+        return float(error)
+
+    def mixture_outputs(self, member_outputs, weights):
+        """`T * log(sum_i w_i softmax(z_i / T))`: a mixture of categoricals is one.
+
+        The head turns these logits back into the mixture's probabilities at
+        its temperature (with `standardize=True` it z-scores them first, as it
+        does any teacher's logits).
+        """
+        log_probs = tf.nn.log_softmax(self.scaled_logits(member_outputs), axis=-1)
+        log_weights = tf.math.log(tf.cast(weights, tf.float32))[:, None]
+        return tf.reduce_logsumexp(log_probs + log_weights, axis=-2) * self.temperature
+
+    def disagreement(self, member_outputs, weights):
+        """Mutual information: entropy of the mixture minus the members' mean entropy."""
+        log_probs = tf.nn.log_softmax(self.scaled_logits(member_outputs), axis=-1)
+        weights = tf.cast(weights, tf.float32)
+        entropies = -tf.reduce_sum(tf.exp(log_probs) * log_probs, axis=-1)
+        mean_log_probs = tf.reduce_logsumexp(log_probs + tf.math.log(weights)[:, None], axis=-2)
+        mixture_entropy = -tf.reduce_sum(tf.exp(mean_log_probs) * mean_log_probs, axis=-1)
+        return mixture_entropy - tf.reduce_sum(entropies * weights, axis=-1)
+
     def serving_outputs(self, outputs):
         logits = tf.cast(self._checked(outputs), tf.float32)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
@@ -461,6 +552,13 @@ class DecoupledCategorical(Categorical):
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+
+
+def _weighted_variance(values, weights):
+    """Variance over axis -2 (the members) under `weights`, shape `(..., event)`."""
+    weights = tf.cast(weights, tf.float32)[:, None]
+    mean = tf.reduce_sum(weights * values, axis=-2, keepdims=True)
+    return tf.reduce_sum(weights * tf.square(values - mean), axis=-2)
 
 
 def _any_per_row(flags):
@@ -542,6 +640,70 @@ class _LocationScale(Head):
                 f"Received: shape={tuple(y.shape)}"
             )
         return self._reduce_event(-dist.log_prob(y))
+
+    def calibration_size(self, event_size):
+        return event_size  # variance scaling (Kuleshov et al., 2018): one per output
+
+    def calibrated(self, outputs, log_factor):
+        """`[loc, raw_scale]` with every scale multiplied by its factor `exp(log_factor)`."""
+        loc, scale = self.split(outputs)
+        scale = scale * tf.exp(tf.cast(log_factor, tf.float32))
+        raw = tfp.math.softplus_inverse(tf.maximum(scale - self.min_scale, 1e-6))
+        return tf.concat([loc, raw], axis=-1)
+
+    def calibration_error(self, y, outputs, levels=10):
+        """Mean `|coverage - level|` of the central intervals at 10 levels in (0, 1).
+
+        The regression analogue of ECE (Kuleshov et al., 2018): a calibrated
+        model's 80 % interval holds 80 % of the targets.
+        """
+        dist = self.distribution(outputs)
+        y = np.asarray(y, "float32").reshape(tuple(dist.batch_shape))
+        pit = dist.cdf(y).numpy()  # uniform on [0, 1] if calibrated
+        level = (np.arange(levels) + 0.5) / levels
+        inside = np.abs(pit[..., None] - 0.5) <= level / 2
+        coverage = inside.reshape(-1, levels).mean(0)
+        return float(np.mean(np.abs(coverage - level)))
+
+    def mixture_outputs(self, member_outputs, weights):
+        """`[loc, raw_scale]` of the family member with the mixture's mean and variance."""
+        locs, scales = self.split(member_outputs)
+        weights = tf.cast(weights, tf.float32)[:, None]
+        loc = tf.reduce_sum(weights * locs, axis=-2)
+        variance = _weighted_variance(locs, weights[:, 0]) + tf.reduce_sum(
+            weights * self._variance(scales), axis=-2
+        )
+        scale = tf.sqrt(variance / self._variance(tf.constant(1.0)))
+        raw = tf.maximum(scale - self.min_scale, 1e-6)
+        return tf.concat([loc, tfp.math.softplus_inverse(raw)], axis=-1)
+
+    def _variance(self, scale):
+        """The family's variance at `scale` (Normal: scale**2; Laplace: 2 scale**2)."""
+        return self._distribution_class(loc=tf.zeros_like(scale), scale=scale).variance()
+
+    def mixture_kl(self, member_outputs, weights, student_outputs, samples, seed):
+        """Monte-Carlo KL from the mixture: `samples` draws of it per example.
+
+        `mean_s [log mixture(y_s) - log student(y_s)]`, `y_s` drawn from the
+        mixture with a stateless `seed`; the gradient reaches the student
+        through its log-density only. Costs `samples * (M + 1)` log-densities
+        per output, against one closed-form KL for moment matching.
+        """
+        locs, scales = self.split(member_outputs)
+        # MixtureSameFamily wants the component axis last: (batch, ..., event, M).
+        components = self._distribution_class(
+            loc=tf.experimental.numpy.swapaxes(locs, -1, -2),
+            scale=tf.experimental.numpy.swapaxes(scales, -1, -2),
+        )
+        weights = tf.cast(weights, tf.float32)
+        mixture = tfd.MixtureSameFamily(
+            tfd.Categorical(probs=tf.broadcast_to(weights, tf.shape(components.loc))),
+            components,
+        )
+        draws = tf.stop_gradient(mixture.sample(samples, seed=seed))
+        student = self.distribution(student_outputs, "student_outputs")
+        gap = mixture.log_prob(draws) - student.log_prob(draws)
+        return self._reduce_event(tf.reduce_mean(gap, axis=0))
 
     def serving_outputs(self, outputs):
         loc, scale = self.split(outputs)

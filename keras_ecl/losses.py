@@ -19,7 +19,7 @@ __all__ = [
     "uncertainty_weights",
 ]
 
-UNCERTAINTY_MEASURES = ("entropy", "variance")
+UNCERTAINTY_MEASURES = ("entropy", "variance", "disagreement")
 
 
 class _HeadLoss(keras.losses.Loss):
@@ -122,14 +122,16 @@ def uncertainty_weights(head, teacher_outputs, measure="entropy"):
     With `"entropy"` the weight is proportional to `exp(H)`, the teacher's
     effective number of outcomes (positive even where a continuous entropy is
     negative); with `"variance"` to its predictive variance (for Categorical,
-    `1 - sum(p**2)`). The weights are normalised to mean 1 over the batch, so emphasising
+    `1 - sum(p**2)`); with `"disagreement"` (an ensemble teacher's head,
+    `keras_ecl.teachers.EnsembleHead`) to how much its members disagree.
+    The weights are normalised to mean 1 over the batch, so emphasising
     uncertain samples moves the loss between examples without changing its
     overall scale. No gradient flows through them.
 
     Args:
         head: The `keras_ecl.heads.Head` (or its name) of the teacher's outputs.
         teacher_outputs: Raw teacher outputs, batch first.
-        measure: `"entropy"` or `"variance"` of the teacher's distribution.
+        measure: `"entropy"`, `"variance"` or `"disagreement"` of the teacher.
             Defaults to "entropy".
 
     Returns:

@@ -65,7 +65,7 @@ class Selection:
         """Whether scoring runs the teacher on every candidate."""
         return self.score != "student_uncertainty"
 
-    def select(self, drawn, slots, student, teacher, head):
+    def select(self, drawn, slots, student, teacher, head, teacher_head=None):
         """Keeps the best of `candidates` draws for each of `slots` synthetic inputs.
 
         Args:
@@ -74,7 +74,9 @@ class Selection:
             slots: The number of synthetic inputs to keep (a scalar tensor).
             student: The student `keras.Model`.
             teacher: The teacher `keras.Model`.
-            head: The `keras_ecl.heads.Head` of both.
+            head: The `keras_ecl.heads.Head` of the student.
+            teacher_head: The head of the teacher's outputs, if not `head`
+                (an ensemble's, `keras_ecl.teachers.EnsembleHead`).
 
         Returns:
             `(kept, teacher_outputs)`: the `slots` kept inputs, and the
@@ -82,13 +84,14 @@ class Selection:
         """
         if self.candidates == 1:
             return drawn, None
+        teacher_head = head if teacher_head is None else teacher_head
         teacher_outputs = teacher(drawn, training=False) if self.runs_teacher else None
         if self.score == "teacher_uncertainty":
-            scores = head.uncertainty(teacher_outputs, self.measure)
+            scores = teacher_head.uncertainty(teacher_outputs, self.measure)
         else:
             student_outputs = student(drawn, training=False)
             if self.score == "disagreement":
-                scores = head.kl_divergence(teacher_outputs, student_outputs)
+                scores = teacher_head.kl_divergence(teacher_outputs, student_outputs)
             else:
                 scores = head.uncertainty(student_outputs, self.measure)
         scores = tf.reshape(tf.stop_gradient(scores), [self.candidates, slots])

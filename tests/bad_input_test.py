@@ -235,6 +235,15 @@ CASES = {
         mode="kd", sampler=None, selection=keras_ecl.selection.Selection(2)
     ),
     "dkd-beta": lambda *_: keras_ecl.heads.DecoupledCategorical(beta=-8),
+    # Ensemble teachers
+    "ensemble-one-member": lambda *_: keras_ecl.teachers.Ensemble([mlp(units=16)]),
+    "ensemble-layouts": lambda *_: keras_ecl.teachers.Ensemble([mlp(), mlp(outputs=4)]),
+    "ensemble-weights": lambda *_: keras_ecl.teachers.Ensemble([mlp(), mlp()], weights=[1, -1]),
+    "ensemble-combine": lambda *_: keras_ecl.teachers.Ensemble([mlp(), mlp()], combine="mean"),
+    "disagreement-one-teacher": lambda *_: distiller(uncertainty_weighting="disagreement"),
+    # Calibration
+    "calibrate-validation-data": lambda *_: keras_ecl.calibrate(mlp(), X),
+    "calibrate-lengths": lambda *_: keras_ecl.calibrate(mlp(), (X, Y[:5]), verbose=0),
     "sampler-not-fitted": lambda *_: distiller(sampler=S.GaussianMixture(2)).fit(X, Y, verbose=0),
     # Samplers
     "sampler-name": lambda *_: distiller(sampler="mixupp"),
