@@ -64,6 +64,9 @@ class Task:
     config: TrainConfig
     score: Callable[[keras.Model, keras.Model], dict]
     methods: "tuple[Method, ...]"
+    # Held-out (x, y) for `keras_ecl.calibrate` (never the test split): methods
+    # marked `calibrated` distil from the teacher calibrated on it.
+    validation: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,6 +82,7 @@ class Trial:
     runs: dict
     teacher: keras.Model
     budget_seconds: float | None = None
+    calibrated_teacher: keras.Model | None = None
 
     def distiller(self, options):
         """A compiled `keras_ecl.Distiller` with `options` around a fresh student."""
@@ -185,6 +189,7 @@ class Method:
     label: str
     train: Callable[[Trial], Trained]
     budget: float | None = None
+    calibrated: bool = False  # distils from the teacher calibrated on `Task.validation`
 
 
 # Running tasks.
@@ -226,12 +231,29 @@ def run_seed(task, seed):
     models, curves, extra, trained = {}, {}, {}, {"teacher": teacher}
     models["teacher"] = {**task.score(teacher, teacher), "seconds": seconds}
     progress(task.name, seed, "teacher", models["teacher"])
+    calibration = {}
+    if any(method.calibrated for method in task.methods):
+        start = time.perf_counter()
+        head = runs["KD"]["head"]
+        calibrated = keras_ecl.calibrate(teacher, task.validation, head=head, verbose=0)
+        label = "teacher, calibrated"
+        models[label] = {
+            **task.score(calibrated, calibrated),
+            "seconds": seconds + time.perf_counter() - start,
+        }
+        progress(task.name, seed, label, models[label])
+        trained[label] = calibrated
+        trial = dataclasses.replace(trial, calibrated_teacher=calibrated)
+        calibration = {"calibration": {"factors": calibrated.factors.tolist(), **calibrated.report}}
     unit = None
     for method in task.methods:
         if unit is not None:
             units = min(max(task.config.budgets), method.budget or float("inf"))
             trial = dataclasses.replace(trial, budget_seconds=unit * units)
-        result = method.train(trial)
+        if method.calibrated:
+            result = method.train(dataclasses.replace(trial, teacher=trial.calibrated_teacher))
+        else:
+            result = method.train(trial)
         if unit is None:
             unit = result.curve.seconds_at(task.config.student_epochs)
         final = result.curve.final()
@@ -240,7 +262,8 @@ def run_seed(task, seed):
         trained[method.label] = result.student
         extra.update(result.extra)
         progress(task.name, seed, f"{method.label} ({final['epoch']} epochs)", models[method.label])
-    return {"models": models, "curves": curves, "budget_unit_seconds": unit, **extra}, trained
+    result = {"models": models, "curves": curves, "budget_unit_seconds": unit, **extra}
+    return {**result, **calibration}, trained
 
 
 def progress(benchmark, seed, name, scores):
@@ -290,7 +313,7 @@ def kd_mse_student(trial):
     loss never reads the scale units, so setting them does not change training.
     """
     x, y = trial.task.data
-    teacher_loc, _ = normal_parameters(predict(trial.teacher, x))
+    teacher_loc, _ = normal_parameters(predict(trial.teacher, x, head="normal"))
     keras.utils.set_random_seed(trial.seed)
     student = trial.task.make_student()
 
@@ -317,6 +340,10 @@ FUNMATCH = Method("FunMatch", distilled("FunMatch"))
 DKD = Method("DKD", distilled("DKD"))
 LS_KD = Method("LS-KD", distilled("LS-KD"))
 ECL = Method("ECL", distilled("ECL"))
+# The same recipes distilling from the teacher calibrated on the validation split.
+KD_CALIBRATED = Method("KD-cal", distilled("KD"), calibrated=True)
+ECL_CALIBRATED = Method("ECL-cal", distilled("ECL"), calibrated=True)
+CALIBRATED_METHODS = (KD_CALIBRATED, ECL_CALIBRATED)
 CLASSIFICATION_METHODS = (KD, ERM, KD_KERAS, FUNMATCH, DKD, LS_KD, ECL)
 REGRESSION_METHODS = (KD, ERM, KD_MSE, ECL)
 
@@ -542,9 +569,17 @@ def build_keras_distiller(
     return distiller
 
 
-def predict(model, x, batch_size=1024):
-    """Raw outputs of a model (logits, or `[loc, raw_scale]`) as a NumPy array."""
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+def predict(model, x, batch_size=1024, head="categorical"):
+    """Raw outputs of a model (logits, or `[loc, raw_scale]`) as a NumPy array.
+
+    An ensemble teacher (`keras_ecl.teachers.Ensemble`) gives its members'
+    outputs; they are combined by `head` (the mixture of categoricals at
+    temperature 1, or the moment-matched Normal), as its student would see them.
+    """
+    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    if isinstance(model, keras_ecl.teachers.Ensemble):
+        outputs = model.distillation_head(head).combined(outputs)
+    return np.asarray(outputs)
 
 
 def normal_parameters(outputs):

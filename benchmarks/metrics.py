@@ -140,7 +140,8 @@ def budget_summary(per_seed, metric, budgets):
     """`{model: {budget: {"mean", "std", "values"}}}` of `metric` at each budget.
 
     A budget `b` is `b` times the seed's `budget_unit_seconds` (KD's time for
-    its reference epochs); the teacher's value is its own at every budget.
+    its reference epochs); a teacher's (a model without a curve) is its own
+    at every budget.
     """
     summary = {}
     for model in per_seed[0]["models"]:
@@ -148,8 +149,8 @@ def budget_summary(per_seed, metric, budgets):
         for budget in budgets:
             values = []
             for run in per_seed:
-                if model == "teacher":
-                    values.append(run["models"]["teacher"][metric])
+                if model not in run["curves"]:  # a teacher: its own value at every budget
+                    values.append(run["models"][model][metric])
                 else:
                     seconds = budget * run["budget_unit_seconds"]
                     values.append(at_budget(run["curves"][model], seconds, metric, model == "KD"))

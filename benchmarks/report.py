@@ -32,9 +32,15 @@ LABELS = {
     "DKD": "student DKD (decoupled KD)",
     "LS-KD": "student KD + logit standardisation",
     "ECL": "student ECL",
+    "teacher, calibrated": "teacher, calibrated on validation (keras_ecl.calibrate)",
+    "KD-cal": "student KD from the calibrated teacher",
+    "ECL-cal": "student ECL from the calibrated teacher",
 }
 # The models of the budget summary, in order (those a result has).
-BUDGET_MODELS = ("KD", "ERM", "KD-keras", "KD-MSE", "FunMatch", "DKD", "LS-KD", "ECL")
+BUDGET_MODELS = (
+    *("KD", "ERM", "KD-keras", "KD-MSE", "FunMatch", "DKD", "LS-KD", "ECL"),
+    *("KD-cal", "ECL-cal"),
+)
 
 
 # The machine.

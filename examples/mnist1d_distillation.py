@@ -305,6 +305,12 @@ def main():
     plot_path = os.path.join(args.output_dir, "mnist1d_demo.png")
     plot_results(results, teacher_accuracy, plot_path)
     print(f"\nSaved the plot to {plot_path}")
+    # What ECL's sampler drew around four training signals, and the teacher's verdict on each.
+    gallery = keras_ecl.callbacks.SampleGallery(
+        x[:4], args.output_dir, anchors=4, samples=2, kind="signals"
+    )
+    gallery.set_model(results["ECL"][0])
+    print(f"Saved the sampler's gallery to {gallery.write(config['student_epochs'])}")
 
     ship_student(results["ECL"][0], data, args.output_dir)
 

@@ -55,7 +55,7 @@ class Calibrated(keras.Model):
         self.built = teacher.built
 
     def call(self, inputs, training=False):
-        outputs = self.teacher(inputs, training=False)
+        outputs = _combined(self.teacher, self.head, self.teacher(inputs, training=False))
         log_factor = tf.constant(np.log(self.factors), tf.float32)
         return self.head.calibrated(outputs, log_factor)
 
@@ -91,6 +91,11 @@ def calibrate(teacher, validation_data, head="categorical", batch_size=256, verb
     in `.report`. Use held-out data the teacher was not trained on, never the
     test split.
 
+    An ensemble (`keras_ecl.teachers.Ensemble`) is calibrated as one model:
+    its members are combined by `head` (their mixture, or its moments), and
+    the calibrated teacher is that combination, no longer an ensemble
+    (`uncertainty_weighting="disagreement"` then needs the uncalibrated one).
+
     Args:
         teacher: A trained `keras.Model` with raw outputs for `head`.
         validation_data: `(x, y)` arrays, or a `tf.data.Dataset` of `(x, y)`
@@ -125,7 +130,7 @@ def calibrate(teacher, validation_data, head="categorical", batch_size=256, verb
     head = heads_lib.get(head)
     check_integer("batch_size", batch_size, 1)
     outputs, y = _teacher_outputs(teacher, validation_data, batch_size, verbose)
-    outputs = np.asarray(outputs, "float32")
+    outputs = np.asarray(_combined(teacher, head, outputs), "float32")
     if not np.all(np.isfinite(outputs)):
         raise ValueError(
             "The teacher's outputs on `validation_data` contain NaN or inf: there is "
@@ -166,6 +171,13 @@ def calibrate(teacher, validation_data, head="categorical", batch_size=256, verb
             f"{report['calibration_error_after']:.4f} ({report['rows']} rows)"
         )
     return Calibrated(teacher, head, factors, report)
+
+
+def _combined(teacher, head, outputs):
+    """An ensemble's members' outputs combined by `head` (its mixture); others as they are."""
+    if hasattr(teacher, "distillation_head"):
+        return teacher.distillation_head(head).combined(outputs)
+    return outputs
 
 
 def _fallback(nll, size, steps=500):

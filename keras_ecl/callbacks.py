@@ -1,4 +1,4 @@
-"""Callbacks for long distillation runs that must survive being killed.
+"""Callbacks: backups that survive a kill, and `SampleGallery` (see `keras_ecl.gallery`).
 
 Keras' `BackupAndRestore` rewrites its backup in place, so a kill during the
 write leaves a truncated file that the restarted run cannot open, and a kill
@@ -12,8 +12,9 @@ import os
 import h5py
 
 from keras_ecl._keras_compat import BackupAndRestoreHooks, set_initial_epoch
+from keras_ecl.gallery import SampleGallery
 
-__all__ = ["BackupAndRestore"]
+__all__ = ["BackupAndRestore", "SampleGallery"]
 
 _EPOCH = "keras_ecl_epoch"  # attribute of the weights file: epochs it holds
 _SCRATCH = "writing.weights.h5"  # where a backup is written before it is swapped in

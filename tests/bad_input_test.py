@@ -241,6 +241,16 @@ CASES = {
     "ensemble-weights": lambda *_: keras_ecl.teachers.Ensemble([mlp(), mlp()], weights=[1, -1]),
     "ensemble-combine": lambda *_: keras_ecl.teachers.Ensemble([mlp(), mlp()], combine="mean"),
     "disagreement-one-teacher": lambda *_: distiller(uncertainty_weighting="disagreement"),
+    # The sample gallery
+    "gallery-kind": lambda _, tmp_path, __: keras_ecl.callbacks.SampleGallery(
+        X, tmp_path, kind="video"
+    ),
+    "gallery-rank": lambda _, tmp_path, __: keras_ecl.callbacks.SampleGallery(
+        X, tmp_path, kind="images"
+    ),
+    "gallery-not-ecl": lambda d, tmp_path, __: d.fit(
+        X, Y, verbose=0, callbacks=[keras_ecl.callbacks.SampleGallery(X, tmp_path)]
+    ),
     # Calibration
     "calibrate-validation-data": lambda *_: keras_ecl.calibrate(mlp(), X),
     "calibrate-lengths": lambda *_: keras_ecl.calibrate(mlp(), (X, Y[:5]), verbose=0),
@@ -317,6 +327,7 @@ DISTILLERS = {
     "normal-head-probabilities": lambda: distiller(
         student=mlp(2), teacher=softmax_mlp(outputs=2), head="normal"
     ),
+    "gallery-not-ecl": lambda: distiller(mode="kd", sampler=None),
     "kd-dict-inputs-labels": lambda: distiller(
         student=named_inputs_mlp(), teacher=named_inputs_mlp(16), mode="kd", sampler=None
     ),

@@ -231,13 +231,21 @@ def test_smoke_run_writes_results(name, tmp_path):
     assert saved["config"] == json.loads(json.dumps(dataclasses.asdict(module.CONFIGS["smoke"])))
     assert saved["machine"]["cores"] >= 1
     regression = name in ("friedman1", "toy_regression")
-    methods = harness.REGRESSION_METHODS if regression else harness.CLASSIFICATION_METHODS
-    assert set(saved["summary"]) == {"teacher", *(m.label for m in methods)}
+    methods = harness.CLASSIFICATION_METHODS
+    teachers = {"teacher"}
+    if regression:  # and the same KD and ECL from the teacher calibrated on validation
+        methods = harness.REGRESSION_METHODS + harness.CALIBRATED_METHODS
+        teachers.add("teacher, calibrated")
+    assert set(saved["summary"]) == {*teachers, *(m.label for m in methods)}
     for model, scores in saved["summary"].items():
         assert len(scores["seconds"]["values"]) == 1, model
         for values in scores.values():
             assert all(math.isfinite(v) for v in values["values"]), model
     run = saved["per_seed"][0]
+    if regression:
+        calibration = run["calibration"]
+        assert calibration["nll_after"] <= calibration["nll_before"] + 1e-6
+        assert all(f > 0 for f in calibration["factors"])
     unit = run["budget_unit_seconds"]
     budgets = {m.label: m.budget or max(saved["config"]["budgets"]) for m in methods}
     for label, points in run["curves"].items():
@@ -420,23 +428,22 @@ def test_running_a_file_says_to_run_the_module(name):
     assert result.stderr == f"Run it from the repository root: python -m benchmarks.{name}\n"
 
 
-def test_moment_matched_normal_has_the_mixture_mean_and_variance():
-    import keras
-
+def test_predict_combines_an_ensemble_teacher_as_its_student_sees_it():
     import keras_ecl
 
-    friedman1 = importlib.import_module("benchmarks.friedman1")
-    head = keras_ecl.heads.Normal()
+    members = [small_mlp(units) for units in (4, 8)]
+    ensemble = keras_ecl.teachers.Ensemble(members)
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    stacked = np.stack([m.predict(x, verbose=0) for m in members], axis=-2)
+    for head in ["categorical", "normal"]:
+        expected = keras_ecl.heads.get(head).mixture_outputs(stacked, [0.5, 0.5])
+        np.testing.assert_allclose(harness.predict(ensemble, x, head=head), expected, rtol=1e-5)
 
-    def raw(loc, scale):  # [loc, raw_scale] whose Normal head gives (loc, scale)
-        s = scale - head.min_scale
-        return np.array([[loc, s + np.log(-np.expm1(-s))]], dtype="float32")
 
-    # Mixture of N(1, 1) and N(3, 2): mean 2, variance (1 + 4) / 2 + (1 + 9) / 2 - 4 = 3.5.
-    outputs = friedman1.MomentMatchedNormal()([raw(1.0, 1.0), raw(3.0, 2.0)])
-    loc, scale = head.split(keras.ops.convert_to_tensor(outputs))
-    assert float(loc[0, 0]) == pytest.approx(2.0, rel=1e-5)
-    assert float(scale[0, 0]) == pytest.approx(np.sqrt(3.5), rel=1e-4)
+def small_mlp(units):
+    from tests import testing
+
+    return testing.mlp(outputs=4, units=units)
 
 
 def test_peers_are_distiller_options_with_their_published_settings():

@@ -82,3 +82,15 @@ def test_calibrate_takes_a_dataset_like_arrays():
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(100)
     from_dataset = keras_ecl.calibrate(teacher, dataset, verbose=0).factors
     np.testing.assert_allclose(from_dataset, from_arrays, rtol=1e-4)
+
+
+def test_an_ensemble_is_calibrated_as_its_mixture():
+    teacher, x, y = overconfident_classifier(rows=2000, temperature=2.0)
+    twin = keras.models.clone_model(teacher)
+    twin.set_weights(teacher.get_weights())
+    ensemble = keras_ecl.teachers.Ensemble([teacher, twin])  # the mixture is the teacher
+    calibrated = keras_ecl.calibrate(ensemble, (x, y), verbose=0)
+    single = keras_ecl.calibrate(teacher, (x, y), verbose=0)
+    np.testing.assert_allclose(calibrated.factors, single.factors, rtol=1e-3)
+    probs = tf.nn.softmax(calibrated(x[:5]))
+    np.testing.assert_allclose(probs, tf.nn.softmax(single(x[:5])), rtol=1e-4, atol=1e-6)

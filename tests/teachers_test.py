@@ -66,6 +66,15 @@ def test_location_scale_members_are_moment_matched(name, variance_per_scale2):
     np.testing.assert_allclose(ensemble.uncertainty(outputs, "disagreement"), [1.0], rtol=1e-5)
 
 
+def test_moment_matching_with_unequal_scales():
+    head = heads.Normal()
+    raw = lambda scale: softplus_inverse(scale - head.min_scale)  # noqa: E731
+    # Mixture of N(1, 1) and N(3, 2): mean 2, variance (1 + 4) / 2 + (1 + 9) / 2 - 4 = 3.5.
+    outputs = head.mixture_outputs(stacked([1.0, raw(1.0)], [3.0, raw(2.0)]), [0.5, 0.5])
+    loc, scale = head.split(outputs)
+    np.testing.assert_allclose([loc[0, 0], scale[0, 0]], [2.0, np.sqrt(3.5)], rtol=1e-4)
+
+
 def test_monte_carlo_mixture_kl_matches_numerical_integration():
     head = heads.Normal()
     raw = softplus_inverse(0.5 - head.min_scale)  # scale 0.5
