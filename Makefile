@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-smoke benchmarks benchmarks-report test test-fast lint format clean
+.PHONY: install demo demo-smoke benchmarks benchmarks-report docs test test-fast lint format clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -e ".[data,export,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[data,export,docs,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +29,10 @@ benchmarks: $(STAMP)
 benchmarks-report: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --report-only
 
+## The API reference site, offline, into site/ (open site/index.html); warnings are errors.
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
+
 ## Every test, on both cores (CI runs this; under 10 minutes on 2 cores).
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -n 2 --durations=10
@@ -46,4 +50,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache

@@ -52,8 +52,15 @@ class BackupAndRestore(BackupAndRestoreHooks):
     ```
     """
 
-    def __init__(self, backup_dir, **kwargs):
-        super().__init__(backup_dir, **kwargs)
+    def __init__(
+        self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True
+    ):
+        super().__init__(
+            backup_dir,
+            save_freq=save_freq,
+            double_checkpoint=double_checkpoint,
+            delete_checkpoint=delete_checkpoint,
+        )
         self._check_backup_dir()
 
     def _check_backup_dir(self):

@@ -133,7 +133,9 @@ class SampleGallery(keras.callbacks.Callback):
         """`(real, synthetic, teacher)`: the inputs as arrays, and what the teacher says.
 
         `teacher` holds, for the real rows then the synthetic ones, `"entropy"`
-        and the head's serving outputs (`probabilities`, or `loc`/`scale`).
+        (at the head's distillation temperature: what the student is taught)
+        and the head's serving outputs (`probabilities` at temperature 1, or
+        `loc`/`scale`).
         """
         distiller = self.model
         x = tf.convert_to_tensor(self.x)
@@ -196,27 +198,34 @@ def _images(real, synthetic, teacher, samples):
 
 
 def _signals(real, synthetic, teacher, samples):
-    """One panel per real signal: it in black, its draws in colour, captions above."""
+    """One panel per real signal: it in black, its draws in colour; the teacher's
+    verdict on each in the legend."""
     plt = _pyplot()
     anchors = len(real)
-    columns = min(anchors, 4)
+    columns = min(anchors, 2)
     rows = -(-anchors // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3 * rows), squeeze=False)
     for index in range(rows * columns):
         axis = axes.flat[index]
         if index >= anchors:
             axis.axis("off")
             continue
         signal = real[index].reshape(len(real[index]), -1)
-        axis.plot(signal, color="k", linewidth=1.2)
-        captions = [f"real {_caption(teacher, index)}"]
+        axis.plot(signal, color="k", linewidth=1.6, label=f"real: {_caption(teacher, index)}")
         for s in range(samples):
             row = s * anchors + index
-            axis.plot(synthetic[row].reshape(len(signal), -1), linewidth=0.9, alpha=0.8)
-            captions.append(f"draw {_caption(teacher, anchors + row)}")
-        axis.set_title("\n".join(captions), fontsize=6)
+            axis.plot(
+                synthetic[row].reshape(len(signal), -1),
+                linewidth=1.0,
+                label=f"draw {s + 1}: {_caption(teacher, anchors + row)}",
+            )
+        axis.legend(fontsize=8, loc="best", framealpha=0.8)
         axis.set_xticks([])
-    figure.suptitle("Real signals (black) and the sampler's draws around them", fontsize=9)
+    figure.suptitle(
+        "Real signals (black) and the sampler's draws around them; legend: teacher's top "
+        "class: probability, entropy",
+        fontsize=10,
+    )
     return figure
 
 

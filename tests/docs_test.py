@@ -127,3 +127,23 @@ def test_contributing_walkthrough_registers_a_sampler_and_a_head_that_work():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "walkthrough ok" in result.stdout
+
+
+def test_the_api_reference_builds_with_warnings_as_errors(tmp_path):
+    # --strict: a docstring naming a parameter the signature lacks, a bad section
+    # or a broken link fails the build, and so CI.
+    site = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    for page in ["index", "distiller", "heads", "samplers", "teachers", "bad-input", "BENCHMARKS"]:
+        assert (site / f"{page}.html").stat().st_size > 5_000, page
+    heads = (site / "heads.html").read_text()
+    assert "DecoupledCategorical" in heads and "min_scale" in heads  # docstrings rendered
+    assert "Every refusal, verbatim" in (site / "bad-input.html").read_text()  # README included
+    assert (site / "benchmarks" / "results" / "mnist1d.png").exists()
