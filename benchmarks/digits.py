@@ -92,7 +92,10 @@ def runs_for_seed(seed, config, train_rows):
 
 
 def task(config, runs, train_rows=SPLIT["train"], validation=False, methods=None):
-    """The digits `Task`, scored on the test split or on the validation split."""
+    """The digits `Task`, scored on the test split or on the validation split.
+
+    Scored on the test split, teachers are calibrated on the validation split.
+    """
     x, y, x_val, y_val, x_test, y_test = load_digits(train_rows)
     return harness.classification_task(
         name=NAME if train_rows == SPLIT["train"] else f"{NAME}_{train_rows}",
@@ -103,6 +106,7 @@ def task(config, runs, train_rows=SPLIT["train"], validation=False, methods=None
         runs=lambda seed: runs(seed, config, len(x)),
         config=config,
         methods=methods,
+        validation=None if validation else (x_val, y_val),
     )
 
 
@@ -114,13 +118,24 @@ def main(argv=None):
             default=SPLIT["train"],
             help=f"training images, a stratified subset of the {SPLIT['train']} (data-scarce runs)",
         )
+        parser.add_argument(
+            "--teachers",
+            action="store_true",
+            help="KD and ECL from the teacher, the calibrated teacher and an ensemble of 3",
+        )
 
     args, config = cli.parse_args(__doc__, CONFIGS, argv, add_arguments)
     if not 10 <= args.train_rows <= SPLIT["train"]:
         raise ValueError(
             f"--train-rows must be between 10 and {SPLIT['train']}. Received: {args.train_rows}"
         )
-    test_task = task(config, runs_for_seed, args.train_rows)
+    if args.teachers:
+        config = harness.teacher_choice(config)
+        methods = harness.TEACHER_CHOICE_METHODS
+        test_task = task(config, runs_for_seed, args.train_rows, methods=methods)
+        test_task = dataclasses.replace(test_task, name=f"{test_task.name}_teachers")
+    else:
+        test_task = task(config, runs_for_seed, args.train_rows)
     rows = len(test_task.data[0])
     print(f"Digits: {rows} training images", flush=True)
     per_seed, fields = cli.run_seeds(
@@ -130,8 +145,9 @@ def main(argv=None):
         lambda seeds: harness.run(test_task, seeds),
         cli.command_line(NAME, argv),
     )
+    title = f"Digits (scikit-learn 8x8, {rows} training images): CNN teacher -> MLP-32"
     result = {
-        "title": f"Digits (scikit-learn 8x8, {rows} training images): CNN teacher -> MLP-32",
+        "title": f"{title}, which teacher" if args.teachers else title,
         "description": (
             "`sklearn.datasets.load_digits` scaled to [0, 1], shape (8, 8, 1); fixed "
             f"stratified split (seed {SPLIT_SEED}): {rows} train / {SPLIT['val']} "
@@ -140,6 +156,7 @@ def main(argv=None):
             f"{config.batch_size}, Adam {config.learning_rate}. KD: T = {TEMPERATURE}, "
             f"supervised weight {SUPERVISED_WEIGHT}, also in `keras.distillation.Distiller`. "
             f"{harness.PEERS_DESCRIPTION} {harness.ECL_DESCRIPTION}"
+            + (f" {harness.TEACHER_CHOICE_DESCRIPTION}" if args.teachers else "")
         ),
         **fields,
         "config": dataclasses.asdict(config),

@@ -65,8 +65,11 @@ class Task:
     score: Callable[[keras.Model, keras.Model], dict]
     methods: "tuple[Method, ...]"
     # Held-out (x, y) for `keras_ecl.calibrate` (never the test split): methods
-    # marked `calibrated` distil from the teacher calibrated on it.
+    # whose `teacher` is "calibrated" distil from the teacher calibrated on it.
     validation: tuple | None = None
+    # Methods whose `teacher` is "ensemble" distil from `keras_ecl.teachers.Ensemble`
+    # of the seed's teacher and `ensemble_size - 1` more, seeded seed + 1000·k.
+    ensemble_size: int = 3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,7 +85,6 @@ class Trial:
     runs: dict
     teacher: keras.Model
     budget_seconds: float | None = None
-    calibrated_teacher: keras.Model | None = None
 
     def distiller(self, options):
         """A compiled `keras_ecl.Distiller` with `options` around a fresh student."""
@@ -184,12 +186,25 @@ class Method:
 
     `budget`, if given, caps its training time at that many units (below the
     task's largest budget), for reference rows that need no long frontier.
+    `teacher` is the one it distils from: the seed's "trained" teacher, that
+    teacher "calibrated" on `Task.validation`, or an "ensemble" of
+    `Task.ensemble_size` teachers.
     """
 
     label: str
     train: Callable[[Trial], Trained]
     budget: float | None = None
-    calibrated: bool = False  # distils from the teacher calibrated on `Task.validation`
+    teacher: str = "trained"
+
+    def __post_init__(self):
+        if self.teacher not in TEACHERS:
+            raise ValueError(
+                f"Method {self.label!r}: teacher must be one of {TEACHERS}. "
+                f"Received: {self.teacher!r}"
+            )
+
+
+TEACHERS = ("trained", "calibrated", "ensemble")
 
 
 # Running tasks.
@@ -231,8 +246,9 @@ def run_seed(task, seed):
     models, curves, extra, trained = {}, {}, {}, {"teacher": teacher}
     models["teacher"] = {**task.score(teacher, teacher), "seconds": seconds}
     progress(task.name, seed, "teacher", models["teacher"])
-    calibration = {}
-    if any(method.calibrated for method in task.methods):
+    teachers, reports = {"trained": teacher}, {}
+    wanted = {method.teacher for method in task.methods}
+    if "calibrated" in wanted:
         start = time.perf_counter()
         head = runs["KD"]["head"]
         calibrated = keras_ecl.calibrate(teacher, task.validation, head=head, verbose=0)
@@ -242,18 +258,26 @@ def run_seed(task, seed):
             "seconds": seconds + time.perf_counter() - start,
         }
         progress(task.name, seed, label, models[label])
-        trained[label] = calibrated
-        trial = dataclasses.replace(trial, calibrated_teacher=calibrated)
-        calibration = {"calibration": {"factors": calibrated.factors.tolist(), **calibrated.report}}
+        trained[label] = teachers["calibrated"] = calibrated
+        reports["calibration"] = {"factors": calibrated.factors.tolist(), **calibrated.report}
+    if "ensemble" in wanted:
+        members, total = [teacher], seconds
+        for k in range(1, task.ensemble_size):
+            member, member_seconds = task.teacher(seed + 1000 * k)
+            members.append(member)
+            total += member_seconds
+        ensemble = keras_ecl.teachers.Ensemble(members)
+        label = f"teacher, ensemble of {task.ensemble_size}"
+        models[label] = {**task.score(ensemble, ensemble), "seconds": total}
+        progress(task.name, seed, label, models[label])
+        trained[label] = teachers["ensemble"] = ensemble
+        reports["ensemble_members"] = [task.score(member, member) for member in members]
     unit = None
     for method in task.methods:
         if unit is not None:
             units = min(max(task.config.budgets), method.budget or float("inf"))
             trial = dataclasses.replace(trial, budget_seconds=unit * units)
-        if method.calibrated:
-            result = method.train(dataclasses.replace(trial, teacher=trial.calibrated_teacher))
-        else:
-            result = method.train(trial)
+        result = method.train(dataclasses.replace(trial, teacher=teachers[method.teacher]))
         if unit is None:
             unit = result.curve.seconds_at(task.config.student_epochs)
         final = result.curve.final()
@@ -263,7 +287,7 @@ def run_seed(task, seed):
         extra.update(result.extra)
         progress(task.name, seed, f"{method.label} ({final['epoch']} epochs)", models[method.label])
     result = {"models": models, "curves": curves, "budget_unit_seconds": unit, **extra}
-    return {**result, **calibration}, trained
+    return {**result, **reports}, trained
 
 
 def progress(benchmark, seed, name, scores):
@@ -340,10 +364,15 @@ FUNMATCH = Method("FunMatch", distilled("FunMatch"))
 DKD = Method("DKD", distilled("DKD"))
 LS_KD = Method("LS-KD", distilled("LS-KD"))
 ECL = Method("ECL", distilled("ECL"))
-# The same recipes distilling from the teacher calibrated on the validation split.
-KD_CALIBRATED = Method("KD-cal", distilled("KD"), calibrated=True)
-ECL_CALIBRATED = Method("ECL-cal", distilled("ECL"), calibrated=True)
+# The same recipes distilling from the teacher calibrated on the validation split,
+# and from an ensemble of teachers.
+KD_CALIBRATED = Method("KD-cal", distilled("KD"), teacher="calibrated")
+ECL_CALIBRATED = Method("ECL-cal", distilled("ECL"), teacher="calibrated")
 CALIBRATED_METHODS = (KD_CALIBRATED, ECL_CALIBRATED)
+KD_ENSEMBLE = Method("KD-ens", distilled("KD"), teacher="ensemble")
+ECL_ENSEMBLE = Method("ECL-ens", distilled("ECL"), teacher="ensemble")
+# Which teacher to distil from, KD and ECL students of each.
+TEACHER_CHOICE_METHODS = (KD, ECL, *CALIBRATED_METHODS, KD_ENSEMBLE, ECL_ENSEMBLE)
 CLASSIFICATION_METHODS = (KD, ERM, KD_KERAS, FUNMATCH, DKD, LS_KD, ECL)
 REGRESSION_METHODS = (KD, ERM, KD_MSE, ECL)
 
@@ -352,11 +381,12 @@ REGRESSION_METHODS = (KD, ERM, KD_MSE, ECL)
 
 
 def classification_task(
-    *, name, train, test, make_teacher, make_student, runs, config, methods=None
+    *, name, train, test, make_teacher, make_student, runs, config, methods=None, validation=None
 ):
     """A `Task` with an NLL-trained teacher and the classification students.
 
-    Every model is scored by accuracy, NLL and ECE on `test = (x, y)`.
+    Every model is scored by accuracy, NLL and ECE on `test = (x, y)`;
+    `validation = (x, y)`, if given, is what calibrated teachers are fitted on.
     """
     x_test, y_test = test
     return Task(
@@ -370,7 +400,24 @@ def classification_task(
         config=config,
         score=lambda model, teacher: metrics.classification_metrics(predict(model, x_test), y_test),
         methods=CLASSIFICATION_METHODS if methods is None else methods,
+        validation=validation,
     )
+
+
+def teacher_choice(config):
+    """`config` for a teacher-choice run (`TEACHER_CHOICE_METHODS`): every student gets 2 units."""
+    return dataclasses.replace(config, budgets=(1.0, 2.0))
+
+
+TEACHER_CHOICE_DESCRIPTION = (
+    "Which teacher to distil from: the seed's teacher; that teacher calibrated on the "
+    "validation split by `keras_ecl.calibrate` (one temperature fitted by NLL); or "
+    "`keras_ecl.teachers.Ensemble` of it and two more teachers of the same architecture "
+    "(seeds + 1000 and + 2000), whose distribution is the mixture of their categoricals. "
+    "KD and ECL (the recipes above) distil from each; every student trains for 2 units of "
+    "the single-teacher KD's time, so the ensemble's three forward passes come out of its "
+    "students' budget."
+)
 
 
 def trained_teacher(make_teacher, loss, *, data, config, **fit):

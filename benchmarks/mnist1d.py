@@ -69,19 +69,50 @@ def task(config, runs, validation=False, methods=harness.CLASSIFICATION_METHODS)
     )
 
 
+def teacher_choice_task(config, runs):
+    """The `Task` of `--teachers`: trained on the 3200 signals left once the 800
+    validation rows (which calibrated teachers are fitted on) are held out,
+    scored on the test split."""
+    train, validation = load(config, validation=True)
+    _, test = load(config)
+    return harness.classification_task(
+        name=f"{NAME}_teachers",
+        train=train,
+        test=test,
+        make_teacher=demo.make_teacher,
+        make_student=demo.make_student,
+        runs=lambda seed: runs(seed, config, len(train[0])),
+        config=config,
+        methods=harness.TEACHER_CHOICE_METHODS,
+        validation=validation,
+    )
+
+
 def main(argv=None):
-    args, config = cli.parse_args(__doc__, CONFIGS, argv)
-    test_task = task(config, runs_for_seed)
+    def add_arguments(parser):
+        parser.add_argument(
+            "--teachers",
+            action="store_true",
+            help="KD and ECL from the teacher, the calibrated teacher and an ensemble of 3",
+        )
+
+    args, config = cli.parse_args(__doc__, CONFIGS, argv, add_arguments)
+    if args.teachers:
+        config = harness.teacher_choice(config)
+        test_task = teacher_choice_task(config, runs_for_seed)
+    else:
+        test_task = task(config, runs_for_seed)
     print(f"MNIST-1D: {len(test_task.data[0])} training signals", flush=True)
     per_seed, fields = cli.run_seeds(
         args,
-        NAME,
+        test_task.name,
         config,
         lambda seeds: harness.run(test_task, seeds),
         cli.command_line(NAME, argv),
     )
     result = {
-        "title": "MNIST-1D: CNN teacher -> MLP student",
+        "title": "MNIST-1D: CNN teacher -> MLP student"
+        + (", which teacher (3200 training signals)" if args.teachers else ""),
         "description": (
             "MNIST-1D (`mnist1d`, generated offline: 4000 training / 1000 test signals of "
             "length 40, 10 classes). Teacher: the demo's 1-D CNN (128 channels), trained "
@@ -90,6 +121,12 @@ def main(argv=None):
             f"supervised weight {demo.SUPERVISED_WEIGHT} (the demo's), in "
             "`keras_ecl.Distiller(mode='kd')` and in `keras.distillation.Distiller`. "
             f"{harness.PEERS_DESCRIPTION} {harness.ECL_DESCRIPTION}"
+            + (
+                f" Here the 800 validation rows are held out of training (3200 signals "
+                f"remain). {harness.TEACHER_CHOICE_DESCRIPTION}"
+                if args.teachers
+                else ""
+            )
         ),
         **fields,
         "config": dataclasses.asdict(config),
@@ -100,10 +137,10 @@ def main(argv=None):
         "notes": harness.budget_notes(config),
     }
     os.makedirs(args.output, exist_ok=True)
-    figure = os.path.join(args.output, f"{NAME}.png")
+    figure = os.path.join(args.output, f"{test_task.name}.png")
     report.frontier_figure(result, figure, "MNIST-1D: test accuracy against training time")
     result["figures"] = [figure]
-    return report.finish(NAME, result, args.output)
+    return report.finish(test_task.name, result, args.output)
 
 
 if __name__ == "__main__":

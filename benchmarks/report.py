@@ -35,11 +35,14 @@ LABELS = {
     "teacher, calibrated": "teacher, calibrated on validation (keras_ecl.calibrate)",
     "KD-cal": "student KD from the calibrated teacher",
     "ECL-cal": "student ECL from the calibrated teacher",
+    "teacher, ensemble of 3": "teachers, ensemble of 3 (keras_ecl.teachers.Ensemble)",
+    "KD-ens": "student KD from the ensemble",
+    "ECL-ens": "student ECL from the ensemble",
 }
 # The models of the budget summary, in order (those a result has).
 BUDGET_MODELS = (
     *("KD", "ERM", "KD-keras", "KD-MSE", "FunMatch", "DKD", "LS-KD", "ECL"),
-    *("KD-cal", "ECL-cal"),
+    *("KD-cal", "ECL-cal", "KD-ens", "ECL-ens"),
 )
 
 

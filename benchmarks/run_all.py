@@ -22,10 +22,17 @@ from benchmarks import cli, metrics, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-BENCHMARKS = ("toy_regression", "friedman1", "digits", "digits_250", "mnist1d")  # smallest first
+BENCHMARKS = (  # smallest first
+    *("toy_regression", "friedman1", "digits", "digits_250", "digits_teachers"),
+    *("mnist1d", "mnist1d_teachers"),
+)
 ABLATION = "ablation"  # on validation splits, one seed: how the default recipe was chosen
 # Benchmarks that are another benchmark's module with more flags.
-VARIANTS = {"digits_250": ("digits", ["--train-rows", "250"])}
+VARIANTS = {
+    "digits_250": ("digits", ["--train-rows", "250"]),
+    "digits_teachers": ("digits", ["--teachers"]),
+    "mnist1d_teachers": ("mnist1d", ["--teachers"]),
+}
 REPORT = "BENCHMARKS.md"
 
 INTRO = """# Benchmarks
