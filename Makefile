@@ -1,16 +1,17 @@
 # `make demo` and `make test` work on a fresh machine: they create .venv with
-# the pinned dependencies first (once; again when setup.cfg changes).
+# the exact versions of constraints.txt first (once; again when setup.cfg or
+# constraints.txt changes). setup.cfg itself declares ranges (for users).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-smoke benchmarks benchmarks-report docs test test-fast lint format clean
+.PHONY: install demo demo-smoke benchmarks benchmarks-report docs test test-fast test-compat lint format clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -e ".[data,export,docs,dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[data,export,docs,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,6 +42,24 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -q -n 2 -m "not large"
 
+## The compatibility subset in fresh venvs at the oldest supported stack
+## (constraints-oldest.txt) and the newest released one (no constraints: pip
+## resolves the newest inside setup.cfg's ranges). About 10 minutes with downloads.
+COMPAT_STACKS ?= oldest newest
+COMPAT_TESTS := tests/keras_compat_test.py tests/distiller_test.py tests/registry_test.py \
+	tests/teachers_test.py tests/calibration_test.py tests/export_test.py tests/resume_test.py \
+	tests/packaging_test.py
+test-compat:
+	set -e; for stack in $(COMPAT_STACKS); do \
+	  venv=.venv-compat-$$stack; rm -rf $$venv; $(PYTHON) -m venv $$venv; \
+	  $$venv/bin/python -m pip install --quiet --upgrade "pip>=24"; \
+	  if [ $$stack = newest ]; then constraints=""; else constraints="-c constraints-$$stack.txt"; fi; \
+	  $$venv/bin/python -m pip install --quiet $$constraints -e ".[export,test]"; \
+	  $$venv/bin/python -m pip list 2>/dev/null | grep -E "^(tensorflow|keras|tensorflow-probability|tf_keras) "; \
+	  TF_CPP_MIN_LOG_LEVEL=3 KERAS_ECL_COMPAT_STACK=$$stack $$venv/bin/python -m pytest -q -n 2 \
+	    -m "not large" -p no:cacheprovider $(COMPAT_TESTS); \
+	done
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -50,4 +69,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-compat-* build dist site *.egg-info .pytest_cache .ruff_cache

@@ -167,6 +167,7 @@ def main(argv=None):
         "notes": [
             *harness.budget_notes(config),
             f"The test split has {SPLIT['test']} images: one image is 0.2 accuracy points.",
+            *([harness.TEACHER_CHOICE_NOTE] if args.teachers else []),
         ],
     }
     os.makedirs(args.output, exist_ok=True)

@@ -418,6 +418,11 @@ TEACHER_CHOICE_DESCRIPTION = (
     "the single-teacher KD's time, so the ensemble's three forward passes come out of its "
     "students' budget."
 )
+TEACHER_CHOICE_NOTE = (
+    "The ensemble's students run three teacher passes per step, so in the same seconds they "
+    "train fewer epochs (about half of KD's here): the table is what an ensemble buys for the "
+    "same training time, not for the same epochs."
+)
 
 
 def trained_teacher(make_teacher, loss, *, data, config, **fit):

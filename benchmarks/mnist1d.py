@@ -134,7 +134,10 @@ def main(argv=None):
         "summary": metrics.summarize(per_seed),
         "budget": harness.budget_result(per_seed, config, "accuracy", "test accuracy", True),
         "per_seed": per_seed,
-        "notes": harness.budget_notes(config),
+        "notes": [
+            *harness.budget_notes(config),
+            *([harness.TEACHER_CHOICE_NOTE] if args.teachers else []),
+        ],
     }
     os.makedirs(args.output, exist_ok=True)
     figure = os.path.join(args.output, f"{test_task.name}.png")

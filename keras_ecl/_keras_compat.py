@@ -29,8 +29,15 @@ __all__ = [
     "warn_if_untested",
 ]
 
-# Versions (major.minor) the test suite has passed on; others work but warn once.
-TESTED_VERSIONS = {"keras": ("3.15",), "tensorflow": ("2.20", "2.21")}
+# The oldest and newest (major.minor) of the range `make test-compat` passes on,
+# setup.cfg's install_requires bounds; versions outside work but warn once.
+TESTED_VERSIONS = {"keras": ("3.12", "3.15"), "tensorflow": ("2.18", "2.21")}
+
+
+def _minor(version):
+    """`(major, minor)` of a version string such as "2.21.0" or "2.20.0rc1"."""
+    major, minor = version.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 def configured_backend():
@@ -99,13 +106,15 @@ def warn_if_untested(versions=None):
     untested = {
         name: version
         for name, version in versions.items()
-        if ".".join(version.split(".")[:2]) not in TESTED_VERSIONS[name]
+        if not _minor(TESTED_VERSIONS[name][0])
+        <= _minor(version)
+        <= _minor(TESTED_VERSIONS[name][1])
     }
     if not untested or _warned:
         return False
     _warned.append(untested)
     found = ", ".join(f"{name} {version}" for name, version in untested.items())
-    tested = ", ".join(f"{name} {'/'.join(v)}" for name, v in TESTED_VERSIONS.items())
+    tested = ", ".join(f"{name} {v[0]} to {v[1]}" for name, v in TESTED_VERSIONS.items())
     warnings.warn(
         f"keras_ecl is tested with {tested}; found {found}. It uses a few Keras internals "
         "(keras_ecl/_keras_compat.py): if training fails, run tests/keras_compat_test.py.",

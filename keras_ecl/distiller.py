@@ -615,7 +615,13 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's hold the guard
             params["callbacks"] = list(callbacks or []) + [_step_checks.StepGuard()]
         with self._fresh_functions_after_errors():
-            return super().evaluate(**params, **extra)
+            result = super().evaluate(**params, **extra)
+        # Keras >= 3.13 returns Python floats; 3.12 its last step's tensors.
+        if isinstance(result, dict):
+            return {name: _python_number(value) for name, value in result.items()}
+        if isinstance(result, list):
+            return [_python_number(value) for value in result]
+        return _python_number(result)
 
     @contextlib.contextmanager
     def _fresh_functions_after_errors(self):
@@ -709,3 +715,11 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             config[key] = keras.saving.deserialize_keras_object(config.get(key))
         config["head"] = heads_lib.get(config["head"])
         return cls(**config)
+
+
+def _python_number(value):
+    """`value` as a Python float where it is a scalar (a tensor or NumPy number)."""
+    try:
+        return float(keras.ops.convert_to_numpy(value))
+    except (TypeError, ValueError):
+        return value

@@ -74,6 +74,25 @@ def test_an_untested_version_warns_once(monkeypatch):
         assert not compat.warn_if_untested({"keras": "3.99.0", "tensorflow": "2.21.0"})
 
 
+@pytest.mark.parametrize(
+    "versions, warns",
+    [
+        ({"keras": "3.12.0", "tensorflow": "2.18.0"}, False),  # the oldest supported
+        ({"keras": "3.13.2", "tensorflow": "2.19.1"}, False),  # inside the range
+        ({"keras": "3.15.1", "tensorflow": "2.21.0"}, False),  # the newest
+        ({"keras": "3.11.3", "tensorflow": "2.21.0"}, True),
+        ({"keras": "3.15.1", "tensorflow": "2.22.0rc0"}, True),
+        ({"keras": "3.15.1", "tensorflow": "2.17.1"}, True),
+    ],
+)
+def test_versions_between_the_oldest_and_newest_tested_do_not_warn(monkeypatch, versions, warns):
+    monkeypatch.setattr(compat, "_warned", [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert compat.warn_if_untested(versions) is warns
+    assert len(caught) == int(warns)
+
+
 def test_the_installed_versions_are_tested_ones(monkeypatch):
     monkeypatch.setattr(compat, "_warned", [])
     with warnings.catch_warnings():
