@@ -54,11 +54,20 @@ def load(config, validation=False):
     return (x[:rows], y[:rows]), (x_test[:test_rows], y_test[:test_rows])
 
 
-def task(config, runs, validation=False, methods=harness.CLASSIFICATION_METHODS):
-    """The MNIST-1D `Task`: scored on the test split, or on the held-out validation rows."""
+def task(config, runs, validation=False, methods=harness.CLASSIFICATION_METHODS, teachers=False):
+    """The MNIST-1D `Task`: scored on the test split, or on the held-out validation rows.
+
+    With `teachers` (`--teachers`): the teacher-choice methods, trained on the
+    3200 signals left once the 800 validation rows (which calibrated teachers
+    are fitted on) are held out, scored on the test split.
+    """
     train, test = load(config, validation)
+    held_out = None
+    if teachers:
+        (train, held_out), (_, test) = load(config, validation=True), load(config)
+        methods = harness.TEACHER_CHOICE_METHODS
     return harness.classification_task(
-        name=NAME,
+        name=f"{NAME}_teachers" if teachers else NAME,
         train=train,
         test=test,
         make_teacher=demo.make_teacher,
@@ -66,25 +75,7 @@ def task(config, runs, validation=False, methods=harness.CLASSIFICATION_METHODS)
         runs=lambda seed: runs(seed, config, len(train[0])),
         config=config,
         methods=methods,
-    )
-
-
-def teacher_choice_task(config, runs):
-    """The `Task` of `--teachers`: trained on the 3200 signals left once the 800
-    validation rows (which calibrated teachers are fitted on) are held out,
-    scored on the test split."""
-    train, validation = load(config, validation=True)
-    _, test = load(config)
-    return harness.classification_task(
-        name=f"{NAME}_teachers",
-        train=train,
-        test=test,
-        make_teacher=demo.make_teacher,
-        make_student=demo.make_student,
-        runs=lambda seed: runs(seed, config, len(train[0])),
-        config=config,
-        methods=harness.TEACHER_CHOICE_METHODS,
-        validation=validation,
+        validation=held_out,
     )
 
 
@@ -99,9 +90,7 @@ def main(argv=None):
     args, config = cli.parse_args(__doc__, CONFIGS, argv, add_arguments)
     if args.teachers:
         config = harness.teacher_choice(config)
-        test_task = teacher_choice_task(config, runs_for_seed)
-    else:
-        test_task = task(config, runs_for_seed)
+    test_task = task(config, runs_for_seed, teachers=args.teachers)
     print(f"MNIST-1D: {len(test_task.data[0])} training signals", flush=True)
     per_seed, fields = cli.run_seeds(
         args,

@@ -473,3 +473,28 @@ def test_digits_subset_is_stratified_and_keeps_the_evaluation_splits():
     # The subset is drawn from the full training split.
     rows = {tuple(image.ravel()) for image in full[0]}
     assert all(tuple(image.ravel()) in rows for image in small[0])
+
+
+@pytest.mark.large
+def test_teacher_choice_smoke_run_distils_from_three_teachers(tmp_path):
+    # digits --teachers: KD and ECL from the teacher, from it calibrated on the
+    # validation split, and from an ensemble of 3 (the first member is the teacher).
+    module = importlib.import_module("benchmarks.digits")
+    module.main(["--smoke", "--teachers", "--seeds", "0", "--output", str(tmp_path)])
+    saved = json.loads((tmp_path / "digits_teachers.json").read_text())
+    teachers = {"teacher", "teacher, calibrated", "teacher, ensemble of 3"}
+    methods = {m.label for m in harness.TEACHER_CHOICE_METHODS}
+    assert methods == {"KD", "ECL", "KD-cal", "ECL-cal", "KD-ens", "ECL-ens"}
+    assert set(saved["summary"]) == teachers | methods
+    run = saved["per_seed"][0]
+    assert run["calibration"]["nll_after"] <= run["calibration"]["nll_before"] + 1e-6
+    members = run["ensemble_members"]
+    assert len(members) == 3 and members[0] == {
+        k: v for k, v in run["models"]["teacher"].items() if k != "seconds"
+    }
+    assert saved["config"]["budgets"] == [1.0, 2.0]
+
+
+def test_a_method_names_a_known_teacher():
+    with pytest.raises(ValueError, match="teacher must be one of .*Received: 'calibrate'"):
+        harness.Method("KD-x", harness.distilled("KD"), teacher="calibrate")
