@@ -373,23 +373,38 @@ def check_cost_section(result):
     rows = []
     for jit, costs in result["check_cost"].items():
         for mode, cost in costs.items():
-            rows.append(
-                [mode, jit, cost["rounds"]]
-                + [
-                    f"{q['median']:.3f} [{q['q25']:.3f}, {q['q75']:.3f}]"
-                    for label, q in cost.items()
-                    if label != "rounds"
-                ]
-            )
-    headers = ["mode", "jit_compile", "rounds", "checked / unchecked", "A/A (noise floor)"]
+            levels = [("fit, one epoch", cost)]
+            if "steps" in cost:
+                levels.append(
+                    (f"train_step × {result['config']['steps_per_round']}", cost["steps"])
+                )
+            for level, ratios in levels:
+                rows.append(
+                    [mode, jit, level, ratios["rounds"]]
+                    + [
+                        f"{q['median']:.3f} [{q['q25']:.3f}, {q['q75']:.3f}]"
+                        for label, q in ratios.items()
+                        if label not in ("rounds", "steps")
+                    ]
+                )
+    headers = [
+        "mode",
+        "jit_compile",
+        "timed",
+        "rounds",
+        "checked / unchecked",
+        "A/A (noise floor)",
+    ]
     return (
         "### What the checks inside the step cost\n\n"
         "The checked Distiller against one without the checks inside its step "
         "(`benchmarks.speed.UncheckedDistiller`: no label check, no finiteness check "
         "of the loss and squared gradients, no conditional update), and a second "
         "unchecked one against the first (A/A: the noise floor). Each round trains "
-        "the three for one epoch each in a shuffled order; the figure is the median "
-        "of the per-round ratios [interquartile range].\n\n" + markdown_table(headers, rows)
+        "the three for one epoch each (`fit`) or calls each one's `train_step` on one "
+        "batch a fixed number of times inside a `tf.function` (the step alone), in a "
+        "shuffled order; the figure is the median of the per-round ratios "
+        "[interquartile range].\n\n" + markdown_table(headers, rows)
     )
 
 

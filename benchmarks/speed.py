@@ -27,6 +27,7 @@ if not __package__:
 import argparse
 import dataclasses
 import statistics
+import time
 
 import keras
 import numpy as np
@@ -46,12 +47,30 @@ class SpeedConfig:
     rounds: int
     epochs_per_round: int
     check_rounds: int
+    step_rounds: int  # rounds of `steps_per_round` bare `train_step` calls, checked vs not
+    steps_per_round: int
 
 
 # Rows divisible by every batch size below, so no partial batch retraces a step.
 CONFIGS = {
-    "full": SpeedConfig(rows=4200, batch_size=100, rounds=6, epochs_per_round=2, check_rounds=60),
-    "smoke": SpeedConfig(rows=300, batch_size=50, rounds=1, epochs_per_round=2, check_rounds=2),
+    "full": SpeedConfig(
+        rows=4200,
+        batch_size=100,
+        rounds=6,
+        epochs_per_round=2,
+        check_rounds=60,
+        step_rounds=40,
+        steps_per_round=50,
+    ),
+    "smoke": SpeedConfig(
+        rows=300,
+        batch_size=50,
+        rounds=1,
+        epochs_per_round=2,
+        check_rounds=2,
+        step_rounds=2,
+        steps_per_round=2,
+    ),
 }
 
 
@@ -200,15 +219,47 @@ def measure_check_cost(check_runs, x, y, config, jit_compile):
                     x, y, batch_size=config.batch_size, epochs=1, verbose=0, callbacks=[timer]
                 )
                 seconds[name].extend(timer.times)
-        unchecked = np.array(seconds["unchecked"])
-        costs[mode] = {
-            "checked / unchecked": _quartiles(np.array(seconds["checked"]) / unchecked),
-            "A/A: unchecked again / unchecked": _quartiles(
-                np.array(seconds["unchecked again"]) / unchecked
-            ),
-            "rounds": config.check_rounds,
-        }
+        costs[mode] = {**_check_ratios(seconds), "rounds": config.check_rounds}
+        steps = _step_seconds(models, x[: config.batch_size], y[: config.batch_size], config, rng)
+        costs[mode]["steps"] = {**_check_ratios(steps), "rounds": config.step_rounds}
     return costs
+
+
+def _step_seconds(models, x, y, config, rng):
+    """Seconds per bare `train_step` call on one batch, per model and round.
+
+    Each model's `train_step` runs inside one `tf.function` (compiled as the
+    model is), `steps_per_round` times per round, models in a shuffled order:
+    the step alone, without `fit`'s per-epoch and per-step Python work, whose
+    noise hides a cost of one or two per cent.
+    """
+    x, y = tf.constant(x), tf.constant(y)
+    steps = {}
+    for name, model in models.items():
+        steps[name] = tf.function(
+            lambda a, b, model=model: model.train_step((a, b)), jit_compile=model.jit_compile
+        )
+        steps[name](x, y)  # trace
+    seconds = {name: [] for name in models}
+    for _ in range(config.step_rounds):
+        for name in rng.permutation(list(models)):
+            start = time.perf_counter()
+            for _ in range(config.steps_per_round):
+                logs = steps[name](x, y)
+            float(logs["loss"])  # waits for the last step
+            seconds[name].append((time.perf_counter() - start) / config.steps_per_round)
+    return seconds
+
+
+def _check_ratios(seconds):
+    """Quartiles of checked / unchecked and of the A/A ratio, round by round."""
+    unchecked = np.array(seconds["unchecked"])
+    return {
+        "checked / unchecked": _quartiles(np.array(seconds["checked"]) / unchecked),
+        "A/A: unchecked again / unchecked": _quartiles(
+            np.array(seconds["unchecked again"]) / unchecked
+        ),
+    }
 
 
 def _quartiles(values):
@@ -240,12 +291,13 @@ def text_table(all_results, check_costs=None):
         for label, ratio in ratios(results).items():
             lines.append(f"  {label}: {ratio:.3f}")
         for mode, cost in (check_costs or {}).get(jit_compile, {}).items():
-            for label, q in cost.items():
-                if label != "rounds":
-                    lines.append(
-                        f"  checks, {mode}, {label}: {q['median']:.3f} "
-                        f"[{q['q25']:.3f}, {q['q75']:.3f}]"
-                    )
+            for level, ratios_ in [("fit", cost), ("train_step", cost.get("steps", {}))]:
+                for label, q in ratios_.items():
+                    if label not in ("rounds", "steps"):
+                        lines.append(
+                            f"  checks ({level}), {mode}, {label}: {q['median']:.3f} "
+                            f"[{q['q25']:.3f}, {q['q75']:.3f}]"
+                        )
     return "\n".join(lines)
 
 

@@ -33,10 +33,17 @@ def test_smoke_run_times_every_configuration(tmp_path, capsys):
         cost = saved["check_cost"]["False"][mode]
         assert cost == check_costs[False][mode]
         assert cost["rounds"] == config.check_rounds
-        for q in [cost["checked / unchecked"], cost["A/A: unchecked again / unchecked"]]:
-            assert 0 < q["q25"] <= q["median"] <= q["q75"]
+        assert cost["steps"]["rounds"] == config.step_rounds
+        for ratios in [cost, cost["steps"]]:  # fit epochs, bare train_step calls
+            for q in [ratios["checked / unchecked"], ratios["A/A: unchecked again / unchecked"]]:
+                assert 0 < q["q25"] <= q["median"] <= q["q75"]
     section = report.speed_section(saved)
     assert section.startswith("## Speed")
     assert f"- ECL k=1 / KD (ours), same rows: **{ratio:.3f}**" in section
     checks = saved["check_cost"]["False"]["KD"]["checked / unchecked"]
-    assert f"| KD | False | {config.check_rounds} | {checks['median']:.3f} [" in section
+    assert f"| KD | False | fit, one epoch | {config.check_rounds} | {checks['median']:.3f} [" in (
+        section
+    )
+    steps = saved["check_cost"]["False"]["KD"]["steps"]["checked / unchecked"]
+    timed = f"train_step × {config.steps_per_round}"
+    assert f"| KD | False | {timed} | {config.step_rounds} | {steps['median']:.3f} [" in section
