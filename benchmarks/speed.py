@@ -62,16 +62,16 @@ CONFIGS = {
         step_rounds=40,
         steps_per_round=50,
     ),
-    "smoke": SpeedConfig(
-        rows=300,
-        batch_size=50,
-        rounds=1,
-        epochs_per_round=2,
-        check_rounds=2,
-        step_rounds=2,
-        steps_per_round=2,
-    ),
 }
+CONFIGS["smoke"] = dataclasses.replace(
+    CONFIGS["full"],
+    rows=300,
+    batch_size=50,
+    rounds=1,
+    check_rounds=2,
+    step_rounds=2,
+    steps_per_round=2,
+)
 
 
 class UncheckedDistiller(keras_ecl.Distiller):
