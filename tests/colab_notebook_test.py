@@ -1,7 +1,6 @@
 """examples/colab_tpu.ipynb: valid notebook JSON, a plain pip install of keras_ecl, and its
 code cells run top to bottom on this CPU with `SMOKE = True` (tfds data mocked)."""
 
-import configparser
 import json
 import pathlib
 import re
@@ -9,7 +8,8 @@ import re
 import matplotlib
 import pytest
 import tensorflow_datasets as tfds
-from packaging.requirements import Requirement
+
+from tests import packaging_test
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "colab_tpu.ipynb"
@@ -43,15 +43,9 @@ def test_install_cell_installs_keras_ecl_with_plain_pip():
     # which setup.cfg's ranges accept, so pip keeps it.
     installed = dict(re.findall(r'"([\w-]+)==([\w.]+)"', cell))
     assert installed == {"tensorflow-tpu": "2.20.0", "tf-keras": "2.20.1"}
-    setup = configparser.ConfigParser()
-    setup.read(ROOT / "setup.cfg")
-    requirements = {
-        Requirement(line).name: Requirement(line).specifier
-        for line in setup["options"]["install_requires"].splitlines()
-        if line and not line.startswith("#")
-    }
-    assert requirements["tensorflow"].contains("2.20.0")
-    assert requirements["tf-keras"].contains("2.20.1")
+    requirements = packaging_test.install_requires()
+    assert requirements["tensorflow"].specifier.contains("2.20.0")
+    assert requirements["tf-keras"].specifier.contains("2.20.1")
 
 
 def test_install_cell_names_the_missing_repository(monkeypatch):
