@@ -15,7 +15,9 @@ What the checks inside our step cost (labels, finiteness of the update) is timed
 apart, in many short rounds: each round trains the checked Distiller, an
 unchecked one and a second unchecked one (an A/A pair, whose ratio shows the
 noise floor) for one epoch each, in a shuffled order, and the figure is the
-median over rounds of the per-round ratio checked / unchecked.
+median over rounds of the per-round ratio checked / unchecked. The step alone
+is timed the same way on one model traced with and without the checks, call by
+call (see `_step_seconds`): `fit`'s own noise hides a cost of one or two per cent.
 
 Run `python -m benchmarks.speed` from the repository root (about 5 minutes on 2 CPU cores),
 or with `--smoke` for a check of a few seconds.
@@ -220,35 +222,55 @@ def measure_check_cost(check_runs, x, y, config, jit_compile):
                 )
                 seconds[name].extend(timer.times)
         costs[mode] = {**_check_ratios(seconds), "rounds": config.check_rounds}
-        steps = _step_seconds(models, x[: config.batch_size], y[: config.batch_size], config, rng)
+        batch = x[: config.batch_size], y[: config.batch_size]
+        steps = _step_seconds(models["checked"], *batch, config, rng)
         costs[mode]["steps"] = {**_check_ratios(steps), "rounds": config.step_rounds}
     return costs
 
 
-def _step_seconds(models, x, y, config, rng):
-    """Seconds per bare `train_step` call on one batch, per model and round.
+def _step_seconds(model, x, y, config, rng):
+    """Seconds per bare `train_step` call on one batch: median per variant and round.
 
-    Each model's `train_step` runs inside one `tf.function` (compiled as the
-    model is), `steps_per_round` times per round, models in a shuffled order:
-    the step alone, without `fit`'s per-epoch and per-step Python work, whose
-    noise hides a cost of one or two per cent.
+    One model, traced three times into `tf.function`s (compiled as the model
+    is): as itself (checked) and twice as `UncheckedDistiller` (the A/A pair).
+    The variants share weights, optimizer state and memory, where separately
+    built models differ by a few per cent on their own. A call returns when
+    its step has run, so each call is timed alone; the variants alternate
+    call by call in a shuffled order, `steps_per_round` calls each per round:
+    the step without `fit`'s per-epoch and per-step Python work, whose noise
+    hides a cost of one or two per cent.
     """
     x, y = tf.constant(x), tf.constant(y)
-    steps = {}
-    for name, model in models.items():
-        steps[name] = tf.function(
-            lambda a, b, model=model: model.train_step((a, b)), jit_compile=model.jit_compile
-        )
-        steps[name](x, y)  # trace
-    seconds = {name: [] for name in models}
+    variants = [("checked", type(model)), ("unchecked", UncheckedDistiller)]
+    variants.append(("unchecked again", UncheckedDistiller))
+    steps = {name: _traced_step(model, cls, x, y) for name, cls in variants}
+    seconds = {name: [] for name in steps}
     for _ in range(config.step_rounds):
-        for name in rng.permutation(list(models)):
-            start = time.perf_counter()
-            for _ in range(config.steps_per_round):
-                logs = steps[name](x, y)
-            float(logs["loss"])  # waits for the last step
-            seconds[name].append((time.perf_counter() - start) / config.steps_per_round)
+        calls = {name: [] for name in steps}
+        for _ in range(config.steps_per_round):
+            for name in rng.permutation(list(steps)):
+                start = time.perf_counter()
+                steps[name](x, y)
+                calls[name].append(time.perf_counter() - start)
+        for name, times in calls.items():
+            seconds[name].append(statistics.median(times))
     return seconds
+
+
+def _traced_step(model, cls, x, y):
+    """`model.train_step` in a `tf.function`, traced with the methods of `cls`.
+
+    `cls` is the model's class or a subclass that adds no state; the model
+    keeps its own class after tracing.
+    """
+    step = tf.function(lambda a, b: cls.train_step(model, (a, b)), jit_compile=model.jit_compile)
+    own = model.__class__
+    model.__class__ = cls
+    try:
+        step(x, y)  # traces, and compiles under XLA
+    finally:
+        model.__class__ = own
+    return step
 
 
 def _check_ratios(seconds):

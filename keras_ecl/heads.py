@@ -226,7 +226,9 @@ class Head:
             A bool tensor of shape `(batch,)`: True where a row is invalid.
         """
         del outputs  # regression targets need only be finite
-        return _any_per_row(tf.logical_not(tf.math.is_finite(tf.cast(y, tf.float32))))
+        if not y.dtype.is_floating:  # integers are always finite
+            return tf.zeros(tf.shape(y)[:1], tf.bool)
+        return _any_per_row(tf.logical_not(tf.math.is_finite(y)))
 
     def target_rule(self, event_size):
         """What valid labels are, for the error of a bad batch found in the step."""
@@ -418,13 +420,18 @@ class Categorical(Head):
 
     def invalid_targets(self, y, outputs):
         """Class ids outside [0, classes) or not integers; one-hot rows with a negative entry."""
-        values = tf.cast(y, tf.float32)
         classes = outputs.shape[-1]
-        bad = tf.logical_or(tf.logical_not(tf.math.is_finite(values)), values < 0)
         one_hot = y.shape.rank == outputs.shape.rank and y.shape[-1] == classes != 1
+        if y.dtype.is_integer and y.dtype not in (tf.int32, tf.int64):
+            y = tf.cast(y, tf.int64)  # a narrow type cannot hold every class count
+        # Integer ids need two comparisons; floats also finiteness and wholeness.
+        bad = y < tf.zeros([], y.dtype)
+        if y.dtype.is_floating:
+            bad = tf.logical_or(bad, tf.logical_not(tf.math.is_finite(y)))
         if not one_hot and classes is not None:
-            out_of_range = tf.logical_or(values >= classes, values != tf.floor(values))
-            bad = tf.logical_or(bad, out_of_range)
+            bad = tf.logical_or(bad, y >= tf.cast(classes, y.dtype))
+            if y.dtype.is_floating:
+                bad = tf.logical_or(bad, y != tf.floor(y))
         return _any_per_row(bad)
 
     def target_rule(self, event_size):

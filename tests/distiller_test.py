@@ -923,6 +923,16 @@ def test_finite_update_is_the_finiteness_of_loss_plus_squared_gradients(loss, gr
     assert bool(_step_checks.finite_update(tf.constant(loss), gradients)) is expected
 
 
+def test_finite_update_reads_the_rows_of_sparse_gradients():
+    # An Embedding's gradient is IndexedSlices: its rows are checked without a dense copy.
+    def rows(value):
+        values = tf.constant([[value, 0.0]])
+        return tf.IndexedSlices(values, tf.constant([3]), tf.constant([1000, 2]))
+
+    assert bool(_step_checks.finite_update(tf.constant(1.0), [rows(1.0)]))
+    assert not bool(_step_checks.finite_update(tf.constant(1.0), [rows(1e20)]))
+
+
 class OverflowingSGD(keras.optimizers.SGD):
     """SGD whose arithmetic overflows: finite gradients, non-finite weights."""
 

@@ -612,6 +612,38 @@ def test_location_scale_targets_have_a_column_per_output():
         head.check_targets(np.zeros((5, 3)), 2, 2, "y")
 
 
+@pytest.mark.parametrize(
+    "labels, dtype, outputs_shape, expected",
+    [
+        ([0, 2, 3, -1], "int32", (4, 3), [False, False, True, True]),
+        ([[0], [3]], "int64", (2, 3), [False, True]),  # ids with a trailing axis
+        ([0, 255], "uint8", (2, 300), [False, False]),  # 300 classes: no uint8 wrap-around
+        ([0.0, 2.5, np.nan, 2.0, 3.0], "float32", (5, 3), [False, True, True, False, True]),
+        ([[0, 1, 0], [0, -1, 1]], "int32", (2, 3), [False, True]),  # one-hot rows
+        ([[0.2, 0.8, 0.0], [np.inf, 0.0, 0.0]], "float32", (2, 3), [False, True]),
+    ],
+)
+def test_categorical_invalid_targets_by_hand(labels, dtype, outputs_shape, expected):
+    # The in-step twin of check_targets, for batches fit could not peek at.
+    flags = heads.Categorical().invalid_targets(
+        tf.constant(np.array(labels, dtype=dtype)), tf.zeros(outputs_shape)
+    )
+    assert flags.dtype == tf.bool
+    assert flags.numpy().tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "targets, expected",
+    [
+        (np.array([[0.5, 1.0], [np.nan, 0.0], [0.0, -np.inf]], "float32"), [False, True, True]),
+        (np.array([3, -7, 0], "int32"), [False, False, False]),  # integers are always finite
+    ],
+)
+def test_location_scale_invalid_targets_are_the_non_finite_rows(targets, expected):
+    flags = heads.Normal().invalid_targets(tf.constant(targets), tf.zeros((3, 4)))
+    assert flags.numpy().tolist() == expected
+
+
 def test_a_new_classification_head_inherits_the_class_rules():
     class SharpCategorical(heads.Categorical):
         """A new head as a contributor would write it: no rule switches to edit."""
