@@ -12,12 +12,13 @@ the figure is the median time of an epoch (compilation happens before, in a
 first epoch that is not timed).
 
 What the checks inside our step cost (labels, finiteness of the update) is timed
-apart, in many short rounds: each round trains the checked Distiller, an
-unchecked one and a second unchecked one (an A/A pair, whose ratio shows the
-noise floor) for one epoch each, in a shuffled order, and the figure is the
-median over rounds of the per-round ratio checked / unchecked. The step alone
-is timed the same way on one model traced with and without the checks, call by
-call (see `_step_seconds`): `fit`'s own noise hides a cost of one or two per cent.
+apart, in many short rounds, on one model traced three times: with its checks,
+without them (`UncheckedDistiller`) and without them again (an A/A pair, whose
+ratio shows the noise floor). Each round trains one epoch with each variant's
+train function, in a shuffled order, and the figure is the median over rounds
+of the per-round ratio checked / unchecked. The bare step is timed the same
+way, call by call (`_step_seconds`): `fit`'s own noise hides a cost of one or
+two per cent.
 
 Run `python -m benchmarks.speed` from the repository root (about 5 minutes on 2 CPU cores),
 or with `--smoke` for a check of a few seconds.
@@ -27,6 +28,7 @@ if not __package__:
     raise SystemExit("Run it from the repository root: python -m benchmarks.speed")
 
 import argparse
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -96,9 +98,9 @@ def make_runs(teacher, batch_size):
     head = keras_ecl.heads.Categorical(temperature=demo.TEMPERATURE)
     weight = demo.SUPERVISED_WEIGHT
 
-    def ours(mode, k=0, distiller_class=keras_ecl.Distiller):
+    def ours(mode, k=0):
         def build(jit_compile):
-            distiller = distiller_class(
+            distiller = keras_ecl.Distiller(
                 demo.make_student(),
                 teacher,
                 head=head,
@@ -113,8 +115,6 @@ def make_runs(teacher, batch_size):
             distiller.compile(optimizer="adam", jit_compile=jit_compile)
             return distiller
 
-        if distiller_class is keras_ecl.Distiller:
-            build.unchecked = ours(mode, k, UncheckedDistiller)
         return build
 
     def keras_distiller(jit_compile):
@@ -157,16 +157,17 @@ def make_runs(teacher, batch_size):
 
 
 def make_check_runs(teacher, batch_size):
-    """Mode -> {checked, unchecked, unchecked again: model factory}, and the batch size."""
+    """Mode -> factory of the checked Distiller whose checks are timed."""
     runs = make_runs(teacher, batch_size)
-    return {
-        mode: {
-            "checked": runs[name][0],
-            "unchecked": runs[name][0].unchecked,
-            "unchecked again": runs[name][0].unchecked,
-        }
-        for mode, name in [("KD", "KD (ours)"), ("ECL k=1", "ECL k=1")]
-    }
+    return {mode: runs[name][0] for mode, name in [("KD", "KD (ours)"), ("ECL k=1", "ECL k=1")]}
+
+
+# What is timed against what: the model as built, and twice without the checks (A/A).
+CHECK_VARIANTS = [
+    ("checked", None),
+    ("unchecked", UncheckedDistiller),
+    ("unchecked again", UncheckedDistiller),
+]
 
 
 def measure(runs, x, y, config, jit_compile):
@@ -204,26 +205,38 @@ def measure(runs, x, y, config, jit_compile):
 
 
 def measure_check_cost(check_runs, x, y, config, jit_compile):
-    """Per mode: quartiles of the per-round ratios checked / unchecked, and A/A."""
+    """Per mode: quartiles of the per-round ratios checked / unchecked, and A/A.
+
+    One model per mode, traced with and without the checks (`CHECK_VARIANTS`):
+    the variants share weights, optimizer state and memory, where separately
+    built models differ by a few per cent on their own. Each round runs `fit`
+    for one epoch with each variant's train function, in a shuffled order;
+    then the bare steps are timed the same way (`_step_seconds`).
+    """
     rng = np.random.default_rng(0)
     costs = {}
-    for mode, builds in check_runs.items():
-        models = {}
-        for name, build in builds.items():
-            keras.utils.set_random_seed(0)
-            models[name] = build(jit_compile)
-            models[name].fit(x, y, batch_size=config.batch_size, epochs=1, verbose=0)
-        seconds = {name: [] for name in models}
+    for mode, build in check_runs.items():
+        keras.utils.set_random_seed(0)
+        model = build(jit_compile)
+        functions = {}
+        for name, cls in CHECK_VARIANTS:
+            with _traced_as(model, cls):
+                model.make_train_function(force=True)
+                model.fit(x, y, batch_size=config.batch_size, epochs=1, verbose=0)  # traces
+            functions[name] = model.train_function
+        seconds = {name: [] for name in functions}
         for _ in range(config.check_rounds):
-            for name in rng.permutation(list(models)):
+            for name in rng.permutation(list(functions)):
+                model.train_function = functions[name]
                 timer = harness.EpochTimes()
-                models[name].fit(
+                model.fit(
                     x, y, batch_size=config.batch_size, epochs=1, verbose=0, callbacks=[timer]
                 )
                 seconds[name].extend(timer.times)
+        model.train_function = functions["checked"]
         costs[mode] = {**_check_ratios(seconds), "rounds": config.check_rounds}
         batch = x[: config.batch_size], y[: config.batch_size]
-        steps = _step_seconds(models["checked"], *batch, config, rng)
+        steps = _step_seconds(model, *batch, config, rng)
         costs[mode]["steps"] = {**_check_ratios(steps), "rounds": config.step_rounds}
     return costs
 
@@ -231,19 +244,21 @@ def measure_check_cost(check_runs, x, y, config, jit_compile):
 def _step_seconds(model, x, y, config, rng):
     """Seconds per bare `train_step` call on one batch: median per variant and round.
 
-    One model, traced three times into `tf.function`s (compiled as the model
-    is): as itself (checked) and twice as `UncheckedDistiller` (the A/A pair).
-    The variants share weights, optimizer state and memory, where separately
-    built models differ by a few per cent on their own. A call returns when
-    its step has run, so each call is timed alone; the variants alternate
-    call by call in a shuffled order, `steps_per_round` calls each per round:
-    the step without `fit`'s per-epoch and per-step Python work, whose noise
-    hides a cost of one or two per cent.
+    Each variant's `train_step` in its own `tf.function` (compiled as the model
+    is), on the same model. A call returns when its step has run, so each call
+    is timed alone; the variants alternate call by call in a shuffled order,
+    `steps_per_round` calls each per round: the step without `fit`'s per-epoch
+    and per-step Python work, whose noise hides a cost of one or two per cent.
     """
     x, y = tf.constant(x), tf.constant(y)
-    variants = [("checked", type(model)), ("unchecked", UncheckedDistiller)]
-    variants.append(("unchecked again", UncheckedDistiller))
-    steps = {name: _traced_step(model, cls, x, y) for name, cls in variants}
+    steps = {}
+    for name, cls in CHECK_VARIANTS:
+        own = cls or type(model)
+        steps[name] = tf.function(
+            lambda a, b, own=own: own.train_step(model, (a, b)), jit_compile=model.jit_compile
+        )
+        with _traced_as(model, cls):
+            steps[name](x, y)  # traces, and compiles under XLA
     seconds = {name: [] for name in steps}
     for _ in range(config.step_rounds):
         calls = {name: [] for name in steps}
@@ -257,20 +272,20 @@ def _step_seconds(model, x, y, config, rng):
     return seconds
 
 
-def _traced_step(model, cls, x, y):
-    """`model.train_step` in a `tf.function`, traced with the methods of `cls`.
+@contextlib.contextmanager
+def _traced_as(model, cls):
+    """Lets `model` trace its steps with the methods of `cls` (None: its own).
 
-    `cls` is the model's class or a subclass that adds no state; the model
-    keeps its own class after tracing.
+    `cls` is a subclass of the model's class that adds no state; the model
+    gets its own class back afterwards, and functions traced meanwhile keep
+    `cls`'s graph.
     """
-    step = tf.function(lambda a, b: cls.train_step(model, (a, b)), jit_compile=model.jit_compile)
     own = model.__class__
-    model.__class__ = cls
+    model.__class__ = cls or own
     try:
-        step(x, y)  # traces, and compiles under XLA
+        yield model
     finally:
         model.__class__ = own
-    return step
 
 
 def _check_ratios(seconds):

@@ -2,8 +2,12 @@
 
 import json
 
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
+import keras_ecl
 from benchmarks import report, speed
 
 
@@ -47,3 +51,28 @@ def test_smoke_run_times_every_configuration(tmp_path, capsys):
     steps = saved["check_cost"]["False"]["KD"]["steps"]["checked / unchecked"]
     timed = f"train_step × {config.steps_per_round}"
     assert f"| KD | False | {timed} | {config.step_rounds} | {steps['median']:.3f} [" in section
+
+
+def test_the_unchecked_variant_is_the_same_model_without_the_checks():
+    def mlp(units):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
+
+    model = keras_ecl.Distiller(mlp(3), mlp(3), mode="kd")
+    model.compile(optimizer="adam")
+    x, y = np.zeros((8, 4), "float32"), np.zeros(8, "int32")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+    def conditionals(cls):
+        step = tf.function(lambda a, b: (cls or type(model)).train_step(model, (a, b)))
+        with speed._traced_as(model, cls):
+            graph = step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
+        return [op.type for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
+
+    # Checked: the label record's cond and the conditional update; unchecked: neither.
+    assert len(conditionals(None)) == 2
+    assert conditionals(speed.UncheckedDistiller) == []
+    with pytest.raises(RuntimeError):
+        with speed._traced_as(model, speed.UncheckedDistiller):
+            assert type(model) is speed.UncheckedDistiller
+            raise RuntimeError
+    assert type(model) is keras_ecl.Distiller
