@@ -48,18 +48,17 @@ class LabelRecord:
     def write(self, y, bad, event_size):
         """Keeps the values of a batch with bad rows; a clean batch leaves the record.
 
-        The statistics are computed only for a bad batch, inside a `cond`:
-        a clean step pays for the branch, not for the reductions.
+        Returns whether the batch had bad rows. No `cond`: under XLA a
+        conditional costs more than these few fused ops, and without XLA they
+        depend only on the labels, so they run while the models compute.
         """
-
-        def keep():
-            values = tf.cast(y, tf.float32)
-            bad_rows = tf.reduce_sum(tf.cast(bad, tf.float32))
-            stats = [bad_rows, tf.reduce_min(values), tf.reduce_max(values)]
-            self.variable.assign(tf.stack([*stats, tf.constant(float(event_size))]))
-            return tf.constant(True)
-
-        return tf.cond(tf.reduce_any(bad), keep, lambda: tf.constant(False))
+        values = tf.cast(y, tf.float32)
+        bad_rows = tf.reduce_sum(tf.cast(bad, tf.float32))
+        found = bad_rows > 0
+        stats = [bad_rows, tf.reduce_min(values), tf.reduce_max(values)]
+        new = tf.stack([*stats, tf.constant(float(event_size))])
+        self.variable.assign(tf.where(found, new, self.variable.read_value()))
+        return found
 
     def reset(self, strategy):
         for local in strategy.experimental_local_results(self.variable):
