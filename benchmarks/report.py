@@ -397,14 +397,16 @@ def check_cost_section(result):
     ]
     return (
         "### What the checks inside the step cost\n\n"
-        "The checked Distiller against one without the checks inside its step "
-        "(`benchmarks.speed.UncheckedDistiller`: no label check, no finiteness check "
-        "of the loss and squared gradients, no conditional update), and a second "
-        "unchecked one against the first (A/A: the noise floor). Each round trains "
-        "the three for one epoch each (`fit`) or calls each one's `train_step` on one "
-        "batch a fixed number of times inside a `tf.function` (the step alone), in a "
-        "shuffled order; the figure is the median of the per-round ratios "
-        "[interquartile range].\n\n" + markdown_table(headers, rows)
+        "One Distiller per mode, traced three times: with the checks inside its step, "
+        "without them (`benchmarks.speed.UncheckedDistiller`: no label check, no "
+        "finiteness check of the loss and squared gradients, no conditional update), "
+        "and without them again (A/A: the noise floor); the three share weights and "
+        "optimizer state. Each round runs one `fit` epoch with each variant's train "
+        "function, or calls each variant's `train_step` on one batch (inside a "
+        "`tf.function`, compiled as the model is) alternately, call by call, a fixed "
+        "number of times, in a shuffled order; the figure is the median of the "
+        "per-round ratios [interquartile range] (per round: epoch times, or the "
+        "median call).\n\n" + markdown_table(headers, rows)
     )
 
 
