@@ -410,6 +410,37 @@ def check_cost_section(result):
     )
 
 
+def quantization_table(result):
+    """`benchmarks.quantization`'s rows as a Markdown table."""
+    rows = [
+        [
+            row["quantization"],
+            f"{row['kib']:.0f} KiB",
+            f"{row['accuracy']:.3f}",
+            f"{100 * row['same_class']:.1f} %",
+            f"{row['max_abs_error']:.2g}",
+        ]
+        for row in result["rows"]
+    ]
+    headers = ["TFLite quantization", "size", "test accuracy", "same class as Keras"]
+    return markdown_table([*headers, "max abs. probability error"], rows)
+
+
+def quantization_section(result):
+    """The TFLite quantization section of BENCHMARKS.md."""
+    parts = [
+        "## Quantization: the shipped student as TFLite",
+        f"Student: `{result['student']}` (Keras test accuracy "
+        f"{result['keras_accuracy']:.3f} on MNIST-1D's test set), exported with each "
+        "quantization of `keras_ecl.export_student` (`int8` calibrated on training "
+        "inputs) and scored next to the Keras model.",
+        f"Command: `{shown_command(result['command'])}`  \nDate: {result['date']}; "
+        f"machine: {describe_machine(result['machine'])}.",
+        quantization_table(result),
+    ]
+    return "\n\n".join(parts)
+
+
 def save_figure(figure, path):
     """Saves a matplotlib figure at 100 dpi and closes it."""
     import matplotlib.pyplot as plt

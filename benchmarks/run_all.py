@@ -129,6 +129,10 @@ def write_report(output, path):
     if os.path.exists(speed_path):
         with open(speed_path) as file:
             sections.append(report.speed_section(json.load(file)))
+    quantization_path = os.path.join(output, "quantization.json")
+    if os.path.exists(quantization_path):  # written after `make demo`, not by run_all
+        with open(quantization_path) as file:
+            sections.append(report.quantization_section(json.load(file)))
     with open(path, "w") as file:
         file.write("\n\n".join([INTRO.strip(), *sections]) + "\n")
     print(f"Wrote {path} ({len(sections)} sections)", flush=True)

@@ -15,7 +15,7 @@ from scipy import stats
 from benchmarks import cli, harness, metrics, mnist1d, report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ["toy_regression", "friedman1", "digits", "mnist1d", "speed", "run_all"]
+SCRIPTS = ["toy_regression", "friedman1", "digits", "mnist1d", "speed", "quantization", "run_all"]
 
 
 def test_ece_on_a_hand_example():
