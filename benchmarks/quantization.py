@@ -45,12 +45,13 @@ def score(student, x_train, x_test, y_test, directory):
             representative_data=x_train if quantization == "int8" else None,
         )
         probabilities = keras_ecl.export.tflite_predict(path, x_test)["probabilities"]
+        classes = np.argmax(probabilities, -1)
         rows.append(
             {
                 "quantization": quantization or "none (float32)",
                 "kib": os.path.getsize(path) / 1024,
-                "accuracy": float(np.mean(np.argmax(probabilities, -1) == y_test)),
-                "same_class": float(np.mean(np.argmax(probabilities, -1) == keras_classes)),
+                "accuracy": float(np.mean(classes == y_test)),
+                "same_class": float(np.mean(classes == keras_classes)),
                 "max_abs_error": float(np.max(np.abs(probabilities - keras_probabilities))),
             }
         )

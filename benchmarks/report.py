@@ -422,8 +422,14 @@ def quantization_table(result):
         ]
         for row in result["rows"]
     ]
-    headers = ["TFLite quantization", "size", "test accuracy", "same class as Keras"]
-    return markdown_table([*headers, "max abs. probability error"], rows)
+    headers = [
+        "TFLite quantization",
+        "size",
+        "test accuracy",
+        "same class as Keras",
+        "max abs. probability error",
+    ]
+    return markdown_table(headers, rows)
 
 
 def quantization_section(result):

@@ -125,14 +125,15 @@ def write_report(output, path):
         for entry in ablation["results"].values():
             with_current_budget(entry)
         sections.append(report.ablation_section(ablation))
-    speed_path = os.path.join(output, "speed.json")
-    if os.path.exists(speed_path):
-        with open(speed_path) as file:
-            sections.append(report.speed_section(json.load(file)))
-    quantization_path = os.path.join(output, "quantization.json")
-    if os.path.exists(quantization_path):  # written after `make demo`, not by run_all
-        with open(quantization_path) as file:
-            sections.append(report.quantization_section(json.load(file)))
+    # One file each, no seeds; quantization.json is written after `make demo`, not here.
+    for name, section in [
+        ("speed", report.speed_section),
+        ("quantization", report.quantization_section),
+    ]:
+        result_path = os.path.join(output, f"{name}.json")
+        if os.path.exists(result_path):
+            with open(result_path) as file:
+                sections.append(section(json.load(file)))
     with open(path, "w") as file:
         file.write("\n\n".join([INTRO.strip(), *sections]) + "\n")
     print(f"Wrote {path} ({len(sections)} sections)", flush=True)
