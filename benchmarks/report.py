@@ -369,8 +369,8 @@ def speed_section(result):
 
 
 def check_cost_section(result):
-    """What the checks inside the step cost: per-round ratios against an unchecked run."""
-    rows = []
+    """What the checks inside the step cost: per-round ratios between traced variants."""
+    rows, labels = [], []
     for jit, costs in result["check_cost"].items():
         for mode, cost in costs.items():
             levels = [("fit, one epoch", cost)]
@@ -379,34 +379,30 @@ def check_cost_section(result):
                     (f"train_step × {result['config']['steps_per_round']}", cost["steps"])
                 )
             for level, ratios in levels:
+                labels = [label for label in ratios if label not in ("rounds", "steps")]
                 rows.append(
                     [mode, jit, level, ratios["rounds"]]
                     + [
-                        f"{q['median']:.3f} [{q['q25']:.3f}, {q['q75']:.3f}]"
-                        for label, q in ratios.items()
-                        if label not in ("rounds", "steps")
+                        f"{ratios[label]['median']:.3f} "
+                        f"[{ratios[label]['q25']:.3f}, {ratios[label]['q75']:.3f}]"
+                        for label in labels
                     ]
                 )
-    headers = [
-        "mode",
-        "jit_compile",
-        "timed",
-        "rounds",
-        "checked / unchecked",
-        "A/A (noise floor)",
-    ]
+    headers = ["mode", "jit_compile", "timed", "rounds", *labels]
     return (
         "### What the checks inside the step cost\n\n"
-        "One Distiller per mode, traced three times: with the checks inside its step, "
-        "without them (`benchmarks.speed.UncheckedDistiller`: no label check, no "
-        "finiteness check of the loss and squared gradients, no conditional update), "
-        "and without them again (A/A: the noise floor); the three share weights and "
-        "optimizer state. Each round runs one `fit` epoch with each variant's train "
-        "function, or calls each variant's `train_step` on one batch (inside a "
-        "`tf.function`, compiled as the model is) alternately, call by call, a fixed "
-        "number of times, in a shuffled order; the figure is the median of the "
-        "per-round ratios [interquartile range] (per round: epoch times, or the "
-        "median call).\n\n" + markdown_table(headers, rows)
+        "One Distiller per mode, traced four times: with the checks inside its step; "
+        "without its label checks but with the non-finite guard "
+        "(`benchmarks.speed.GuardOnlyDistiller`: the update is applied only if the "
+        "loss and the squared gradients are finite); with no check at all "
+        "(`benchmarks.speed.UncheckedDistiller`: no label check, no finiteness check, "
+        "no conditional update); and with none again (A/A: the noise floor). The four "
+        "share weights and optimizer state. Each round runs one `fit` epoch with each "
+        "variant's train function, or calls each variant's `train_step` on one batch "
+        "(inside a `tf.function`, compiled as the model is) alternately, call by call, "
+        "a fixed number of times, in a shuffled order; a figure is the median of the "
+        "per-round ratios [interquartile range] (per round: epoch times, or the median "
+        "call).\n\n" + markdown_table(headers, rows)
     )
 
 

@@ -11,14 +11,16 @@ that interleave the configurations (so machine load hits all of them alike);
 the figure is the median time of an epoch (compilation happens before, in a
 first epoch that is not timed).
 
-What the checks inside our step cost (labels, finiteness of the update) is timed
-apart, in many short rounds, on one model traced three times: with its checks,
-without them (`UncheckedDistiller`) and without them again (an A/A pair, whose
-ratio shows the noise floor). Each round trains one epoch with each variant's
-train function, in a shuffled order, and the figure is the median over rounds
-of the per-round ratio checked / unchecked. The bare step is timed the same
-way, call by call (`_step_seconds`): `fit`'s own noise hides a cost of one or
-two per cent.
+What the checks inside our step cost is timed apart, in many short rounds, on
+one model traced four times: with its checks; without the label checks but with
+the non-finite guard (`GuardOnlyDistiller`: the update is still skipped when it
+would leave non-finite state); with no check at all (`UncheckedDistiller`); and
+with none again (an A/A pair, whose ratio shows the noise floor). So the label
+checks (checked / guard only), the guard (guard only / unchecked) and both
+(checked / unchecked) each get a figure. Each round trains one epoch with each
+variant's train function, in a shuffled order, and a figure is the median over
+rounds of the per-round ratio. The bare step is timed the same way, call by
+call (`_step_seconds`): `fit`'s own noise hides a cost of one or two per cent.
 
 Run `python -m benchmarks.speed` from the repository root (about 5 minutes on 2 CPU cores),
 or with `--smoke` for a check of a few seconds.
@@ -78,15 +80,23 @@ CONFIGS["smoke"] = dataclasses.replace(
 )
 
 
-class UncheckedDistiller(keras_ecl.Distiller):
-    """The Distiller without the checks inside its step, to time what they cost.
+class GuardOnlyDistiller(keras_ecl.Distiller):
+    """The Distiller without its label checks, to time what they cost.
 
-    No label check, and a bare `optimizer.apply`: no finiteness check of the
-    loss and the squared gradients, no conditional update.
+    The non-finite guard stays: the update is applied only if the loss and
+    the squared gradients are finite (a conditional update).
     """
 
     def _checked_labels(self, y, outputs, batch_size):
         return y, tf.constant(True)
+
+
+class UncheckedDistiller(GuardOnlyDistiller):
+    """The Distiller without any check inside its step, to time what they cost.
+
+    No label check, and a bare `optimizer.apply`: no finiteness check of the
+    loss and the squared gradients, no conditional update.
+    """
 
     def _apply_if_finite(self, gradients, variables, loss):
         self.optimizer.apply(gradients, variables)
@@ -162,12 +172,22 @@ def make_check_runs(teacher, batch_size):
     return {mode: runs[name][0] for mode, name in [("KD", "KD (ours)"), ("ECL k=1", "ECL k=1")]}
 
 
-# What is timed against what: the model as built, and twice without the checks (A/A).
+# What is timed against what: the model as built, without its label checks, and
+# twice without any check (A/A).
 CHECK_VARIANTS = [
     ("checked", None),
+    ("guard only", GuardOnlyDistiller),
     ("unchecked", UncheckedDistiller),
     ("unchecked again", UncheckedDistiller),
 ]
+
+# Figure -> (numerator, denominator) variants of the per-round ratios.
+CHECK_RATIOS = {
+    "label checks: checked / guard only": ("checked", "guard only"),
+    "non-finite guard: guard only / unchecked": ("guard only", "unchecked"),
+    "all checks: checked / unchecked": ("checked", "unchecked"),
+    "A/A: unchecked again / unchecked": ("unchecked again", "unchecked"),
+}
 
 
 def measure(runs, x, y, config, jit_compile):
@@ -205,7 +225,7 @@ def measure(runs, x, y, config, jit_compile):
 
 
 def measure_check_cost(check_runs, x, y, config, jit_compile):
-    """Per mode: quartiles of the per-round ratios checked / unchecked, and A/A.
+    """Per mode: quartiles of the per-round ratios of `CHECK_RATIOS`.
 
     One model per mode, traced with and without the checks (`CHECK_VARIANTS`):
     the variants share weights, optimizer state and memory, where separately
@@ -289,13 +309,10 @@ def _traced_as(model, cls):
 
 
 def _check_ratios(seconds):
-    """Quartiles of checked / unchecked and of the A/A ratio, round by round."""
-    unchecked = np.array(seconds["unchecked"])
+    """Quartiles of each of `CHECK_RATIOS`, round by round."""
     return {
-        "checked / unchecked": _quartiles(np.array(seconds["checked"]) / unchecked),
-        "A/A: unchecked again / unchecked": _quartiles(
-            np.array(seconds["unchecked again"]) / unchecked
-        ),
+        label: _quartiles(np.array(seconds[top]) / np.array(seconds[bottom]))
+        for label, (top, bottom) in CHECK_RATIOS.items()
     }
 
 

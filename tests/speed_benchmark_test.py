@@ -39,21 +39,25 @@ def test_smoke_run_times_every_configuration(tmp_path, capsys):
         assert cost["rounds"] == config.check_rounds
         assert cost["steps"]["rounds"] == config.step_rounds
         for ratios in [cost, cost["steps"]]:  # fit epochs, bare train_step calls
-            for q in [ratios["checked / unchecked"], ratios["A/A: unchecked again / unchecked"]]:
+            for label in speed.CHECK_RATIOS:
+                q = ratios[label]
                 assert 0 < q["q25"] <= q["median"] <= q["q75"]
     section = report.speed_section(saved)
     assert section.startswith("## Speed")
     assert f"- ECL k=1 / KD (ours), same rows: **{ratio:.3f}**" in section
-    checks = saved["check_cost"]["False"]["KD"]["checked / unchecked"]
-    assert f"| KD | False | fit, one epoch | {config.check_rounds} | {checks['median']:.3f} [" in (
-        section
-    )
-    steps = saved["check_cost"]["False"]["KD"]["steps"]["checked / unchecked"]
-    timed = f"train_step × {config.steps_per_round}"
-    assert f"| KD | False | {timed} | {config.step_rounds} | {steps['median']:.3f} [" in section
+    labels = list(speed.CHECK_RATIOS)
+    assert "| mode | jit_compile | timed | rounds | " + " | ".join(labels) + " |" in section
+    kd = saved["check_cost"]["False"]["KD"]
+    for timed, rounds, ratios in [
+        ("fit, one epoch", config.check_rounds, kd),
+        (f"train_step × {config.steps_per_round}", config.step_rounds, kd["steps"]),
+    ]:
+        quartiles = [ratios[label] for label in labels]
+        cells = " | ".join(f"{q['median']:.3f} [{q['q25']:.3f}, {q['q75']:.3f}]" for q in quartiles)
+        assert f"| KD | False | {timed} | {rounds} | {cells} |" in section
 
 
-def test_the_unchecked_variant_is_the_same_model_without_the_checks():
+def test_the_variants_are_the_same_model_without_some_checks():
     def mlp(units):
         return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
 
@@ -62,15 +66,27 @@ def test_the_unchecked_variant_is_the_same_model_without_the_checks():
     x, y = np.zeros((8, 4), "float32"), np.zeros(8, "int32")
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
-    def conditionals(cls):
-        step = tf.function(lambda a, b: (cls or type(model)).train_step(model, (a, b)))
-        with speed._traced_as(model, cls):
-            graph = step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
-        return [op.type for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
+    record = model._label_record
+    write = record.write
 
-    # Checked: the update is conditional; unchecked: it is not.
-    assert len(conditionals(None)) == 1
-    assert conditionals(speed.UncheckedDistiller) == []
+    def traced(cls):
+        """The conditionals `cls`'s step traces, and how often it checks labels."""
+        labels = []
+        record.write = lambda *args: labels.append(args) or write(*args)
+        step = tf.function(lambda a, b: (cls or type(model)).train_step(model, (a, b)))
+        try:
+            with speed._traced_as(model, cls):
+                graph = step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
+        finally:
+            del record.write
+        ifs = [op.type for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
+        return len(ifs), len(labels)
+
+    # Checked: labels checked, conditional update; guard only: the conditional
+    # update without the label check; unchecked: neither.
+    assert traced(None) == (1, 1)
+    assert traced(speed.GuardOnlyDistiller) == (1, 0)
+    assert traced(speed.UncheckedDistiller) == (0, 0)
     with pytest.raises(RuntimeError):
         with speed._traced_as(model, speed.UncheckedDistiller):
             assert type(model) is speed.UncheckedDistiller
