@@ -88,7 +88,7 @@ class GuardOnlyDistiller(keras_ecl.Distiller):
     """
 
     def _checked_labels(self, y, outputs, batch_size):
-        return y, tf.constant(True)
+        return y, tf.constant(True), lambda: None
 
 
 class UncheckedDistiller(GuardOnlyDistiller):
@@ -98,7 +98,7 @@ class UncheckedDistiller(GuardOnlyDistiller):
     loss and the squared gradients, no conditional update.
     """
 
-    def _apply_if_finite(self, gradients, variables, loss):
+    def _apply_if_finite(self, gradients, variables, loss, on_skip):
         self.optimizer.apply(gradients, variables)
         return tf.constant(True)
 

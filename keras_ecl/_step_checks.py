@@ -5,7 +5,8 @@
 traced step, where XLA drops `tf.debugging.assert_*` and an out-of-range class id
 fails deep in a kernel ("Graph execution error"). So the step checks its labels with
 plain tensor ops (`check_labels`), trains on harmless stand-ins for bad rows but
-skips the update, records what it saw in a small variable (`LabelRecord`) and
+skips the update, records what it saw in a small variable (`LabelRecord`, written
+only in the branch that skips) and
 reports a NaN loss; `StepGuard`, a callback that `fit` and `evaluate` add, then
 raises the error in Python, naming the argument, the batch and the bad values.
 
@@ -48,9 +49,9 @@ class LabelRecord:
     def write(self, y, bad, event_size):
         """Keeps the values of a batch with bad rows; a clean batch leaves the record.
 
-        Returns whether the batch had bad rows. No `cond`: under XLA a
-        conditional costs more than these few fused ops, and without XLA they
-        depend only on the labels, so they run while the models compute.
+        No `cond` of its own (under XLA one costs more than these few fused
+        ops): the training step runs it where it skips an update, the test
+        step on every batch.
         """
         values = tf.cast(y, tf.float32)
         bad_rows = tf.reduce_sum(tf.cast(bad, tf.float32))
@@ -58,7 +59,6 @@ class LabelRecord:
         stats = [bad_rows, tf.reduce_min(values), tf.reduce_max(values)]
         new = tf.stack([*stats, tf.constant(float(event_size))])
         self.variable.assign(tf.where(found, new, self.variable.read_value()))
-        return found
 
     def reset(self, strategy):
         for local in strategy.experimental_local_results(self.variable):
@@ -75,20 +75,31 @@ class LabelRecord:
 
 
 def check_labels(head, y, outputs, event_size, record):
-    """Labels to train on, and whether every row was valid (a scalar bool tensor).
+    """Labels to train on, whether every row was valid, and how to record bad ones.
 
-    Bool labels become 0/1 (class ids, or targets). Rows the head cannot learn
-    from (`Head.invalid_targets`) are replaced by zeros, so that no kernel
-    fails on them, and written to `record`; the caller skips the update.
+    Returns `(y, valid, write)`. Bool labels become 0/1 (class ids, or
+    targets). Rows the head cannot learn from (`Head.invalid_targets`) are
+    replaced by zeros, so that no kernel fails on them; `valid` is a scalar
+    bool tensor. `write()` keeps the batch's bad values in `record`: the
+    training step calls it only in the branch that skips the update, so a
+    clean batch pays for the range check alone.
     """
     if y is None or not isinstance(y, tf.Tensor):
-        return y, tf.constant(True)
+        return y, tf.constant(True), _nothing
     if y.dtype == tf.bool:
         y = tf.cast(y, tf.int32)
     bad = head.invalid_targets(y, outputs)
-    found = record.write(y, bad, event_size)
-    rows = tf.reshape(bad, [-1] + [1] * (y.shape.rank - 1))
-    return tf.where(rows, tf.zeros_like(y), y), tf.logical_not(found)
+    rows = bad if y.shape.rank == 1 else tf.reshape(bad, [-1] + [1] * (y.shape.rank - 1))
+    safe = tf.where(rows, tf.constant(0, y.dtype), y)
+
+    def write():
+        record.write(y, bad, event_size)
+
+    return safe, tf.logical_not(tf.reduce_any(bad)), write
+
+
+def _nothing():
+    pass
 
 
 def label_error(head, found, argument, batch, epoch=None):

@@ -461,7 +461,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         return compat.for_multi_worker_mean(logs)
 
     def _checked_labels(self, y, outputs, batch_size):
-        """The labels to use and whether all were valid (see `_step_checks`)."""
+        """The labels to use, whether all were valid, and a callable that
+        records the bad ones (see `_step_checks.check_labels`)."""
         real_outputs, _ = _split(outputs, batch_size)
         event_size = self.head.event_size(_data_checks.output_shape(real_outputs))
         return _step_checks.check_labels(self.head, y, real_outputs, event_size, self._label_record)
@@ -478,14 +479,14 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             with tf.GradientTape() as tape:
                 outputs = self.student(inputs, training=True)
                 if update == 0:  # bad labels: no update at all, and an error (StepGuard)
-                    y, labels_valid = self._checked_labels(y, outputs, batch_size)
+                    y, labels_valid, record_labels = self._checked_labels(y, outputs, batch_size)
                 loss, terms = self._objective(
                     y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, True
                 )
                 scaled_loss = self.optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled_loss, variables)
             checked_loss = tf.where(labels_valid, loss, float("nan"))
-            finite = self._apply_if_finite(gradients, variables, checked_loss)
+            finite = self._apply_if_finite(gradients, variables, checked_loss, record_labels)
             all_finite = tf.logical_and(all_finite, finite)
         # A skipped step shows as a NaN loss, which `StepGuard` turns into an error.
         loss = tf.where(all_finite, loss, float("nan"))
@@ -497,7 +498,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         batch_size = _batch_size(x)
         inputs, teacher_real, teacher_synthetic = self._forward(x, training=False)
         outputs = self.student(inputs, training=False)
-        y, labels_valid = self._checked_labels(y, outputs, batch_size)
+        y, labels_valid, record_labels = self._checked_labels(y, outputs, batch_size)
+        record_labels()
         loss, terms = self._objective(
             y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, False
         )
@@ -505,9 +507,10 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         self._update_trackers(terms, loss, batch_size)
         return self._metrics_result(x, y, outputs, sample_weight, batch_size)
 
-    def _apply_if_finite(self, gradients, variables, loss):
+    def _apply_if_finite(self, gradients, variables, loss, on_skip):
         """Applies the gradients only if the update keeps the state finite on
-        every replica (`_step_checks.finite_update`), and returns whether it did.
+        every replica (`_step_checks.finite_update`), and returns whether it did;
+        a skipped step also runs `on_skip` (which records bad labels).
 
         A skipped step leaves weights and optimizer state as they were. The
         gradients are checked too: ReLU maps NaN inputs to 0, so a NaN input can
@@ -525,19 +528,24 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             bad = tf.cast(tf.logical_not(finite), tf.float32)
             finite = tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM, bad), 0.0)
 
-        def skip():
-            return tf.constant(False)
-
         if compat.strategy_supports_no_merge_call():
 
             def apply():
                 self.optimizer.apply(gradients, variables)
                 return tf.constant(True)
 
+            def skip():
+                on_skip()
+                return tf.constant(False)
+
             return keras.ops.cond(finite, apply, skip)
 
         # Like LossScaleOptimizer: a cond whose branch calls merge_call must
         # run in cross-replica context; per-replica values travel as args.
+        # `on_skip` writes replica-local state, so it runs here, on every step
+        # (it keeps only a bad batch's values).
+        on_skip()
+
         def cross_replica(strategy, finite, gradients, variables):
             def apply():
                 strategy.extended.call_for_each_replica(
@@ -546,7 +554,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 return tf.constant(True)
 
             finite = strategy.experimental_local_results(finite)[0]
-            return keras.ops.cond(finite, apply, skip)
+            return keras.ops.cond(finite, apply, lambda: tf.constant(False))
 
         return context.merge_call(cross_replica, args=(finite, gradients, variables))
 
