@@ -22,7 +22,7 @@ variant's train function, in a shuffled order, and a figure is the median over
 rounds of the per-round ratio. The bare step is timed the same way, call by
 call (`_step_seconds`): `fit`'s own noise hides a cost of one or two per cent.
 
-Run `python -m benchmarks.speed` from the repository root (about 5 minutes on 2 CPU cores),
+Run `python -m benchmarks.speed` from the repository root (about 20 minutes on 2 CPU cores),
 or with `--smoke` for a check of a few seconds.
 """
 
