@@ -166,9 +166,8 @@ def make_runs(teacher, batch_size):
     }
 
 
-def make_check_runs(teacher, batch_size):
-    """Mode -> factory of the checked Distiller whose checks are timed."""
-    runs = make_runs(teacher, batch_size)
+def make_check_runs(runs):
+    """Mode -> factory of the checked Distiller whose checks are timed, from `make_runs`'."""
     return {mode: runs[name][0] for mode, name in [("KD", "KD (ours)"), ("ECL k=1", "ECL k=1")]}
 
 
@@ -369,7 +368,7 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     teacher = demo.make_teacher()  # speed does not depend on the teacher's weights
     runs = make_runs(teacher, config.batch_size)
-    check_runs = make_check_runs(teacher, config.batch_size)
+    check_runs = make_check_runs(runs)
 
     jit_values = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
     all_results, check_costs = {}, {}
