@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-smoke benchmarks benchmarks-report docs test test-fast test-compat lint format clean
+.PHONY: install demo demo-smoke data benchmarks benchmarks-report docs test test-fast test-compat lint format clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ demo: $(STAMP)
 demo-smoke: $(STAMP)
 	$(BIN)/python examples/mnist1d_distillation.py --smoke
 
+## Fashion-MNIST into Keras' cache, offline: from the installed Debian package, or apt-get download.
+data: $(STAMP)
+	$(BIN)/python -m benchmarks.data
+
 ## Accuracy-vs-time benchmarks over 3 seeds, the recipe ablation, speed (about 3 hours on 2 cores), then BENCHMARKS.md.
-benchmarks: $(STAMP)
+benchmarks: $(STAMP) data
 	$(BIN)/python -m benchmarks.run_all
 
 benchmarks-report: $(STAMP)
