@@ -160,6 +160,26 @@ def budget_summary(per_seed, metric, budgets):
     return summary
 
 
+def time_to_reach_kd(per_seed, model, metric, higher_is_better):
+    """Per seed, the first scoring at which `model` is as good as KD's final student.
+
+    Returns `[seconds to get there / KD's seconds to its end, ...]`, None for a
+    seed where `model` never gets there: how much of KD's training time the
+    method needs for KD's result ("reaches KD's final accuracy in 0.5x its time").
+    """
+    ratios = []
+    for run in per_seed:
+        kd_end = run["curves"]["KD"][-1]
+        target = kd_end[metric]
+        reached = [
+            p["seconds"]
+            for p in run["curves"][model]
+            if (p[metric] >= target if higher_is_better else p[metric] <= target)
+        ]
+        ratios.append(reached[0] / kd_end["seconds"] if reached else None)
+    return ratios
+
+
 def mean_curve(per_seed, model, metric, grid):
     """Mean over seeds of `metric` against training time in budget units, on `grid`.
 

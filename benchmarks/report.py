@@ -196,7 +196,15 @@ def budget_table(result):
             ["ECL: share of the teacher–KD(1x) gap closed"]
             + ["" if gap is None else f"{gap:.1%}" for gap in gaps]
         )
-    return markdown_table(headers, rows)
+    table = markdown_table(headers, rows)
+    if "ECL" in summary and "per_seed" in result:
+        ratios = metrics.time_to_reach_kd(result["per_seed"], "ECL", metric, higher)
+        shown = ", ".join("never" if r is None else f"{r:.2f}" for r in ratios)
+        table += (
+            f"\n\nECL reaches KD's final {metric} (KD after {max(budgets):g}x) in this share "
+            f"of KD's time, per seed: {shown}."
+        )
+    return table
 
 
 def frontier_figure(result, path, title):

@@ -25,6 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = (  # smallest first
     *("toy_regression", "friedman1", "digits", "digits_250", "digits_teachers"),
     *("mnist1d", "mnist1d_teachers"),
+    *("fashion_mnist_10pct_cnn", "fashion_mnist_10pct_mlp"),
+    *("fashion_mnist_full_cnn", "fashion_mnist_full_mlp"),
 )
 ABLATION = "ablation"  # on validation splits, one seed: how the default recipe was chosen
 # Benchmarks that are another benchmark's module with more flags.
@@ -32,6 +34,14 @@ VARIANTS = {
     "digits_250": ("digits", ["--train-rows", "250"]),
     "digits_teachers": ("digits", ["--teachers"]),
     "mnist1d_teachers": ("mnist1d", ["--teachers"]),
+    **{
+        f"fashion_mnist_{regime}_{student}": (
+            "fashion_mnist",
+            ["--regime", regime, "--student", student],
+        )
+        for regime in ("10pct", "full")
+        for student in ("cnn", "mlp")
+    },
 }
 REPORT = "BENCHMARKS.md"
 

@@ -15,7 +15,10 @@ from scipy import stats
 from benchmarks import cli, harness, metrics, mnist1d, report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ["toy_regression", "friedman1", "digits", "mnist1d", "speed", "quantization", "run_all"]
+SCRIPTS = [
+    *("toy_regression", "friedman1", "digits", "mnist1d", "fashion_mnist"),
+    *("speed", "quantization", "run_all", "data"),
+]
 
 
 def test_ece_on_a_hand_example():
@@ -179,6 +182,21 @@ def test_at_budget_takes_the_last_scoring_within_it():
     assert metrics.at_budget(points, 3.3, "m") is None
     # KD trains a fixed epoch count: its end counts for the largest budget.
     assert metrics.at_budget(points, 3.3, "m", fixed_epochs=True) == 0.3
+
+
+def test_time_to_reach_kd_is_the_first_scoring_as_good_as_kds_end():
+    def curve(*points):
+        return [{"seconds": s, "m": m} for s, m in points]
+
+    kd = curve((2.0, 0.5), (4.0, 0.8))
+    runs = [
+        {"curves": {"KD": kd, "ECL": curve((1.0, 0.7), (1.5, 0.8), (3.0, 0.9))}},
+        {"curves": {"KD": kd, "ECL": curve((1.0, 0.7), (8.0, 0.79))}},  # never gets there
+    ]
+    assert metrics.time_to_reach_kd(runs, "ECL", "m", True) == [1.5 / 4.0, None]
+    # For an error, lower is better: 0.5 is reached at once, 0.4 never.
+    errors = [{"curves": {"KD": curve((4.0, 0.5)), "ECL": curve((1.0, 0.5), (2.0, 0.6))}}]
+    assert metrics.time_to_reach_kd(errors, "ECL", "m", False) == [0.25]
 
 
 def test_mean_curve_steps_and_averages_over_seeds():
