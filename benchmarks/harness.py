@@ -535,6 +535,7 @@ def peer_options(*, seed, steps_per_epoch):
             samples_per_example=1,
             supervised_weight=0.0,
             real_weight=0.0,
+            selection=None,  # every draw, as published
         ),
         "DKD": dict(
             mode="kd",

@@ -76,11 +76,14 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
 
     The defaults are the recipe chosen on validation splits (BENCHMARKS.md,
     "Choosing ECL's recipe"): one synthetic input per real one from
-    `OneOf([MixUp, CutMix])`, the KL on synthetic inputs only (`real_weight=0`,
-    as function matching does), labels at weight 0.1, and 4 student updates per
-    teacher pass (`updates_per_batch`), which pays when the teacher costs far
-    more than the student, as it usually does. The head's temperature stays
-    the user's (1 for `heads.Categorical()`).
+    `OneOf([MixUp, CutMix])`, the best of 4 draws by the student's uncertainty
+    (`selection`: the cheap student chooses where to ask the costly teacher),
+    the KL on synthetic inputs only (`real_weight=0`, as function matching
+    does), labels at weight 0.5 (free on real inputs, where the teacher is not
+    run), and 4 student updates per teacher pass (`updates_per_batch`), which
+    pays when the teacher costs far more than the student, as it usually does.
+    The same recipe serves vectors, signals and images. The head's temperature
+    stays the user's (1 for `heads.Categorical()`).
 
     `mode` selects the baselines on the same objects: `"erm"` trains on the
     supervised loss alone (no teacher needed), `"kd"` uses the teacher on real
@@ -117,13 +120,16 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         samples_per_example: Extracurricular inputs drawn per real input at
             each step, an integer >= 0. Defaults to 1.
         supervised_weight: Weight `w` in [0, 1] of the supervised loss on
-            real labels. Defaults to 0.1.
+            real labels. Defaults to None: 0.5 in `mode="ecl"`, 0.1 in "kd"
+            (Hinton KD's usual weight).
         real_weight: Weight `r` >= 0 of the KL on a real input relative to
             one synthetic input's, in `mode="ecl"`. 0 distils on synthetic
             inputs only, as function matching (FunMatch) does, and saves the
             teacher's pass over the real batch. Defaults to 0.0.
-        selection: A `keras_ecl.selection.Selection`, or None to keep every
-            draw of the sampler. Defaults to None.
+        selection: A `keras_ecl.selection.Selection`, None to keep every
+            draw of the sampler, or "auto". Defaults to "auto":
+            `Selection(4, "student_uncertainty")` in `mode="ecl"`, None in the
+            other modes.
         updates_per_batch: Student updates per training step, all on the
             step's inputs and the teacher's outputs there, an integer >= 1.
             The teacher, usually far costlier than the student, then runs once
@@ -176,11 +182,11 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         head="categorical",
         sampler=None,
         samples_per_example=1,
-        supervised_weight=0.1,
+        supervised_weight=None,
         mode="ecl",
         uncertainty_weighting=None,
         real_weight=0.0,
-        selection=None,
+        selection="auto",
         warmup_steps=0,
         updates_per_batch=None,
         name="distiller",
@@ -216,6 +222,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         if updates_per_batch is None:
             updates_per_batch = 4 if mode == "ecl" else 1
         check_integer("updates_per_batch", updates_per_batch, 1)
+        if supervised_weight is None:
+            supervised_weight = 0.5 if mode == "ecl" else 0.1
         check_unit_interval("supervised_weight", supervised_weight)
         if not is_number(real_weight) or not 0 <= real_weight < float("inf"):
             raise ValueError(
@@ -242,9 +250,11 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                     f"`{argument}` applies to mode={' or '.join(map(repr, modes))} only; "
                     f"mode={mode!r} would ignore it. Received: {argument}={value!r}"
                 )
+        if isinstance(selection, str) and selection == "auto":
+            selection = selection_lib.default_selection() if mode == "ecl" else None
         if selection is not None and not isinstance(selection, selection_lib.Selection):
             raise ValueError(
-                "`selection` must be a keras_ecl.selection.Selection or None. "
+                "`selection` must be a keras_ecl.selection.Selection, None or 'auto'. "
                 f"Received: selection={selection!r}"
             )
         if selection is not None and mode != "ecl":

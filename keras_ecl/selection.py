@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from keras_ecl.utils import PACKAGE, check_integer, check_one_of
 
-__all__ = ["SCORES", "Selection"]
+__all__ = ["SCORES", "Selection", "default_selection"]
 
 # What a candidate is scored by, and which models score it.
 SCORES = ("student_uncertainty", "teacher_uncertainty", "disagreement")
@@ -113,3 +113,24 @@ class Selection:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"Selection({args})"
+
+
+def default_selection():
+    """The selection of `keras_ecl.Distiller`'s default recipe: the best of 4 draws by the
+    student's uncertainty.
+
+    Only the student, usually far cheaper than the teacher, runs on the extra
+    candidates, so each of the teacher's passes goes to inputs the student is
+    unsure about. Chosen on validation splits, see BENCHMARKS.md, "Choosing
+    ECL's recipe".
+
+    Returns:
+        `Selection(candidates=4, score="student_uncertainty")`.
+
+    Example:
+
+    ```python
+    keras_ecl.selection.default_selection().candidates  # 4
+    ```
+    """
+    return Selection(candidates=4, score="student_uncertainty")

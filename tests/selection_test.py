@@ -135,3 +135,22 @@ def test_bad_selection_arguments():
         testing.make_distiller(real_weight=0.0, samples_per_example=0)
     with pytest.raises(ValueError, match="`real_weight` must be a finite number >= 0"):
         keras_ecl.Distiller(testing.mlp(), testing.mlp(), real_weight=-1)
+
+
+def test_the_default_recipe_selects_by_student_uncertainty_in_ecl_only():
+    ecl = testing.make_distiller(sampler="mixup")
+    assert ecl.selection.get_config() == {
+        "candidates": 4,
+        "score": "student_uncertainty",
+        "measure": "entropy",
+    }
+    assert ecl.supervised_weight == 0.5
+    # Hinton KD keeps its usual label weight and draws nothing to select from.
+    kd = testing.make_distiller(mode="kd")
+    assert kd.selection is None and kd.supervised_weight == 0.1
+    # None keeps every draw; "auto" spelt out is the default.
+    assert testing.make_distiller(sampler="mixup", selection=None).selection is None
+    explicit = testing.make_distiller(sampler="mixup", selection="auto", supervised_weight=0.2)
+    assert explicit.selection.candidates == 4 and explicit.supervised_weight == 0.2
+    with pytest.raises(ValueError, match="Selection, None or 'auto'. Received: selection='best'"):
+        testing.make_distiller(selection="best")
