@@ -17,6 +17,7 @@ if not __package__:
     raise SystemExit("Run it from the repository root: python -m benchmarks.fashion_mnist")
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -122,14 +123,25 @@ def cached_teacher(regime, config, train, cache=TEACHER_CACHE):
     """`teacher(seed)` of a `Task` that trains once per regime, seed and config, then loads.
 
     The teacher is saved as `<cache>/fashion_mnist_<regime>_seed<seed>.keras` with a JSON
-    sidecar holding its training seconds and what it was trained with; a sidecar that does
-    not match (another config or data size) retrains.
+    sidecar holding its training seconds and what it was trained with (rows, validation
+    split, config, a hash of the architecture); a sidecar that does not match retrains. The
+    model is written under a temporary name and renamed, so concurrent runs never read half
+    a file.
     """
     train_teacher = harness.trained_teacher(
         make_teacher, keras_ecl.losses.NegativeLogLikelihood(), data=train, config=config
     )
+    # Layer types and settings without their names, which count up within a session.
+    layers = [
+        (type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+        for layer in make_teacher().layers
+    ]
+    architecture = json.dumps(layers, sort_keys=True, default=str)
     trained_with = {
         "rows": len(train[0]),
+        "validation_rows": VALIDATION_ROWS,
+        "validation_seed": VALIDATION_SEED,
+        "architecture_sha1": hashlib.sha1(architecture.encode()).hexdigest(),
         "teacher_epochs": config.teacher_epochs,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
@@ -145,7 +157,9 @@ def cached_teacher(regime, config, train, cache=TEACHER_CACHE):
                 return keras.saving.load_model(path + ".keras"), saved["seconds"]
         model, seconds = train_teacher(seed)
         os.makedirs(cache, exist_ok=True)
-        model.save(path + ".keras")
+        partial = f"{path}.{os.getpid()}.partial.keras"
+        model.save(partial)
+        os.replace(partial, path + ".keras")
         report.write_json(
             path + ".json", "teacher", {"trained_with": trained_with, "seconds": seconds}
         )
@@ -199,7 +213,7 @@ def main(argv=None):
     config = config or CONFIGS[args.regime]
     cache = os.path.join(args.output, "teachers") if args.smoke else TEACHER_CACHE
     test_task = task(config, runs_for_seed, args.regime, args.student, cache=cache)
-    rows = len(test_task.data[0])
+    rows, tested = len(test_task.data[0]), config.test_rows or 10000
     print(f"Fashion-MNIST: {rows} training images, student {args.student}", flush=True)
     per_seed, fields = cli.run_seeds(
         args,
@@ -219,7 +233,7 @@ def main(argv=None):
             "Fashion-MNIST photographs through `keras.datasets.fashion_mnist.load_data()` "
             f"(`make data` offline), scaled to [0, 1]; {VALIDATION_ROWS} training images "
             f"(seed {VALIDATION_SEED}) held out as the validation split (recipe choices and "
-            f"calibration), {rows} of the rest for training, scored on the 10 000 test images. "
+            f"calibration), {rows} of the rest for training, scored on {tested} test images. "
             f"Teacher: CNN conv 32-pool-conv 64-pool-dropout 0.3-dense 128, "
             f"{config.teacher_epochs} epochs. Student: {student.name}, "
             f"{student.count_params()} parameters. Batch {config.batch_size}, Adam "
@@ -236,7 +250,7 @@ def main(argv=None):
         "per_seed": per_seed,
         "notes": [
             *harness.budget_notes(config),
-            "The test split has 10 000 images: one image is 0.01 accuracy points.",
+            f"The test split has {tested} images: one image is {1 / tested:.4f} accuracy.",
         ],
     }
     os.makedirs(args.output, exist_ok=True)

@@ -121,6 +121,7 @@ def make_runs(teacher, batch_size):
                 # One update on real + synthetic rows: the cost of sampling alone.
                 real_weight=1.0 if mode == "ecl" else 0.0,
                 updates_per_batch=1,
+                selection=None,  # every draw: the rows above are all the step sees
             )
             distiller.compile(optimizer="adam", jit_compile=jit_compile)
             return distiller

@@ -421,6 +421,7 @@ def student_options(run):
         samplers = keras_ecl.samplers
         options["sampler"] = samplers.OneOf([samplers.MixUp(alpha=1.0), samplers.CutMix(alpha=1.0)])
         options["samples_per_example"] = SAMPLES_PER_EXAMPLE
+        options["selection"] = None  # every draw: KD's recipe plus synthetic images only
     return options
 
 

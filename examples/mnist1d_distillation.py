@@ -158,9 +158,10 @@ def train_teacher(x, y, x_val, y_val, config, path, retrain):
 The same `Distiller` class with one argument changed. KD is Hinton's (T = 4,
 supervised weight 0.1). ECL is `keras_ecl.Distiller`'s default recipe, chosen on
 validation splits: one extracurricular input per real input at each step, from a
-mixture of mixup and CutMix (a segment of another signal), the teacher matched
-on those synthetic inputs, the labels at weight 0.1 on the real ones, and four
-student updates per teacher pass: the CNN teacher costs some 60 times more
+mixture of mixup and CutMix (a segment of another signal), kept as the best of
+four draws by the student's uncertainty, the teacher matched on those synthetic
+inputs, the labels at weight 0.5 on the real ones, and four student updates per
+teacher pass: the CNN teacher costs some 60 times more
 than the MLP student, so its outputs serve several updates.
 """
 

@@ -4,7 +4,7 @@ Each training step draws extracurricular inputs around the batch with a
 sampler, runs the frozen teacher and the student once on real plus synthetic
 inputs, and minimises `w * supervised(y, student(x)) + (1 - w) * mean KL(teacher
 ‖ student)` over real and synthetic inputs. The same object gives the ERM and
-KD baselines through `mode`, so comparisons differ in one argument only.
+KD baselines through `mode` (the defaults of the arguments not given follow it).
 """
 
 import contextlib
@@ -76,13 +76,15 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
 
     The defaults are the recipe chosen on validation splits (BENCHMARKS.md,
     "Choosing ECL's recipe"): one synthetic input per real one from
-    `OneOf([MixUp, CutMix])`, the best of 4 draws by the student's uncertainty
-    (`selection`: the cheap student chooses where to ask the costly teacher),
+    `OneOf([MixUp, CutMix])`, for classification the best of 4 draws by the
+    student's uncertainty (`selection`: the cheap student chooses where to ask
+    the costly teacher),
     the KL on synthetic inputs only (`real_weight=0`, as function matching
     does), labels at weight 0.5 (free on real inputs, where the teacher is not
     run), and 4 student updates per teacher pass (`updates_per_batch`), which
     pays when the teacher costs far more than the student, as it usually does.
-    The same recipe serves vectors, signals and images. The head's temperature
+    The same recipe serves vectors, signals and images (chosen on MNIST-1D
+    signals, digits and Fashion-MNIST images). The head's temperature
     stays the user's (1 for `heads.Categorical()`).
 
     `mode` selects the baselines on the same objects: `"erm"` trains on the
@@ -128,8 +130,9 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             teacher's pass over the real batch. Defaults to 0.0.
         selection: A `keras_ecl.selection.Selection`, None to keep every
             draw of the sampler, or "auto". Defaults to "auto":
-            `Selection(4, "student_uncertainty")` in `mode="ecl"`, None in the
-            other modes.
+            `selection.default_selection()`, the best of 4 draws by the
+            student's entropy, in `mode="ecl"` with a `Categorical` head; None
+            for regression heads and in the other modes.
         updates_per_batch: Student updates per training step, all on the
             step's inputs and the teacher's outputs there, an integer >= 1.
             The teacher, usually far costlier than the student, then runs once
@@ -251,7 +254,9 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                     f"mode={mode!r} would ignore it. Received: {argument}={value!r}"
                 )
         if isinstance(selection, str) and selection == "auto":
-            selection = selection_lib.default_selection() if mode == "ecl" else None
+            # Measured on classification only; Friedman #1's NLL got worse with it.
+            classifies = isinstance(heads_lib.get(head), heads_lib.Categorical)
+            selection = selection_lib.default_selection() if mode == "ecl" and classifies else None
         if selection is not None and not isinstance(selection, selection_lib.Selection):
             raise ValueError(
                 "`selection` must be a keras_ecl.selection.Selection, None or 'auto'. "

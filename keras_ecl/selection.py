@@ -116,10 +116,9 @@ class Selection:
 
 
 def default_selection():
-    """The selection of `keras_ecl.Distiller`'s default recipe: the best of 4 draws by the
-    student's uncertainty.
+    """The selection of `keras_ecl.Distiller`'s default recipe for classification.
 
-    Only the student, usually far cheaper than the teacher, runs on the extra
+    The best of 4 draws by the student's entropy. Only the student, usually far cheaper than the teacher, runs on the extra
     candidates, so each of the teacher's passes goes to inputs the student is
     unsure about. Chosen on validation splits, see BENCHMARKS.md, "Choosing
     ECL's recipe".

@@ -599,7 +599,13 @@ def test_integer_inputs_to_a_mixing_sampler():
 def test_sampler_that_changes_the_shape():
     x, y = make_data()
     sampler = samplers.FromCallable(lambda t: t[:, :2])
-    _fit_fails(_distiller(sampler=sampler), ValueError, r"Expected: shape=\(64, 6\)", x, y)
+    _fit_fails(
+        _distiller(sampler=sampler),
+        ValueError,
+        r"num_samples=4 times. Expected: shape=\(256, 6\)",
+        x,
+        y,
+    )
 
 
 def test_bad_validation_data():

@@ -145,6 +145,9 @@ def test_the_default_recipe_selects_by_student_uncertainty_in_ecl_only():
         "measure": "entropy",
     }
     assert ecl.supervised_weight == 0.5
+    # Regression heads keep every draw (selection measured no better there).
+    regression = testing.make_distiller(head="normal", sampler="mixup")
+    assert regression.selection is None and regression.supervised_weight == 0.5
     # Hinton KD keeps its usual label weight and draws nothing to select from.
     kd = testing.make_distiller(mode="kd")
     assert kd.selection is None and kd.supervised_weight == 0.1
@@ -154,3 +157,15 @@ def test_the_default_recipe_selects_by_student_uncertainty_in_ecl_only():
     assert explicit.selection.candidates == 4 and explicit.supervised_weight == 0.2
     with pytest.raises(ValueError, match="Selection, None or 'auto'. Received: selection='best'"):
         testing.make_distiller(selection="best")
+
+
+def test_distillers_saved_before_the_default_recipe_changed_keep_theirs(tmp_path):
+    # Configs of 2026-12-06 stored the old defaults explicitly: they load unchanged.
+    config = testing.make_distiller(sampler="mixup").get_config()
+    old = {**config, "supervised_weight": 0.1, "selection": None}
+    restored = keras_ecl.Distiller.from_config(old)
+    assert restored.selection is None and restored.supervised_weight == 0.1
+    # The new defaults survive a round trip too.
+    again = keras_ecl.Distiller.from_config(config)
+    assert again.selection.get_config() == keras_ecl.selection.default_selection().get_config()
+    assert again.supervised_weight == 0.5
