@@ -44,7 +44,7 @@ CONFIGS = {
         teacher_epochs=12, student_epochs=2, batch_size=128, learning_rate=1e-3, eval_every=1
     ),
 }
-SMOKE = CONFIGS["10pct"].smoke(train_rows=256, test_rows=200)
+SMOKE = CONFIGS["10pct"].smoke(train_rows=256, test_rows=200, budgets=(1.0,))
 STUDENTS = ("cnn", "mlp")
 METHODS = (*harness.CLASSIFICATION_METHODS, harness.ECL_CALIBRATED)
 

@@ -78,9 +78,9 @@ def test_students_are_small_against_the_teacher():
 @pytest.mark.large
 def test_smoke_run_writes_results_and_caches_the_teacher(keras_home, tmp_path):
     output = tmp_path / "results"
-    argv = ["--smoke", "--student", "cnn", "--seeds", "0", "--output", str(output)]
+    argv = ["--smoke", "--student", "mlp", "--seeds", "0", "--output", str(output)]
     fashion_mnist.main(argv)
-    name = "fashion_mnist_10pct_cnn"
+    name = "fashion_mnist_10pct_mlp"
     saved = json.loads((output / f"{name}.json").read_text())
     assert saved["command"] == " ".join(["python -m benchmarks.fashion_mnist", *argv])
     expected = {"teacher", "teacher, calibrated", *(m.label for m in fashion_mnist.METHODS)}
