@@ -118,10 +118,10 @@ class Selection:
 def default_selection():
     """The selection of `keras_ecl.Distiller`'s default recipe for classification.
 
-    The best of 4 draws by the student's entropy. Only the student, usually far cheaper than the teacher, runs on the extra
-    candidates, so each of the teacher's passes goes to inputs the student is
-    unsure about. Chosen on validation splits, see BENCHMARKS.md, "Choosing
-    ECL's recipe".
+    The best of 4 draws by the student's entropy. Only the student, usually far
+    cheaper than the teacher, runs on the extra candidates, so each of the
+    teacher's passes goes to inputs the student is unsure about. Chosen on
+    validation splits, see BENCHMARKS.md, "Choosing ECL's recipe".
 
     Returns:
         `Selection(candidates=4, score="student_uncertainty")`.
