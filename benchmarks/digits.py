@@ -14,11 +14,10 @@ if not __package__:
 
 import dataclasses
 import math
-import os
 
 import keras
 
-from benchmarks import cli, harness, metrics, report
+from benchmarks import cli, harness
 
 NAME = "digits"
 SPLIT_SEED = 2024  # fixed split, independent of the training seeds
@@ -146,9 +145,10 @@ def main(argv=None):
         cli.command_line(NAME, argv),
     )
     title = f"Digits (scikit-learn 8x8, {rows} training images): CNN teacher -> MLP-32"
-    result = {
-        "title": f"{title}, which teacher" if args.teachers else title,
-        "description": (
+    return harness.finish_classification(
+        name=test_task.name,
+        title=f"{title}, which teacher" if args.teachers else title,
+        description=(
             "`sklearn.datasets.load_digits` scaled to [0, 1], shape (8, 8, 1); fixed "
             f"stratified split (seed {SPLIT_SEED}): {rows} train / {SPLIT['val']} "
             f"validation / {SPLIT['test']} test. Teacher: CNN 32-64-pool-64-dense 128, "
@@ -158,23 +158,16 @@ def main(argv=None):
             f"{harness.PEERS_DESCRIPTION} {harness.ECL_DESCRIPTION}"
             + (f" {harness.TEACHER_CHOICE_DESCRIPTION}" if args.teachers else "")
         ),
-        **fields,
-        "config": dataclasses.asdict(config),
-        "columns": report.CLASSIFICATION_COLUMNS,
-        "summary": metrics.summarize(per_seed),
-        "budget": harness.budget_result(per_seed, config, "accuracy", "test accuracy", True),
-        "per_seed": per_seed,
-        "notes": [
-            *harness.budget_notes(config),
+        fields=fields,
+        config=config,
+        per_seed=per_seed,
+        output=args.output,
+        figure_title=f"Digits, {rows} images: test accuracy against time",
+        notes=[
             f"The test split has {SPLIT['test']} images: one image is 0.2 accuracy points.",
             *([harness.TEACHER_CHOICE_NOTE] if args.teachers else []),
         ],
-    }
-    os.makedirs(args.output, exist_ok=True)
-    figure = os.path.join(args.output, f"{test_task.name}.png")
-    report.frontier_figure(result, figure, f"Digits, {rows} images: test accuracy against time")
-    result["figures"] = [figure]
-    return report.finish(test_task.name, result, args.output)
+    )
 
 
 if __name__ == "__main__":

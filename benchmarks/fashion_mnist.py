@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 import keras_ecl
-from benchmarks import cli, data, harness, metrics, report
+from benchmarks import cli, data, harness, report
 
 NAME = "fashion_mnist"
 TEMPERATURE = 4.0  # KD as the new user ran it: Hinton's T = 4, labels at 0.1
@@ -224,12 +224,13 @@ def main(argv=None):
     )
     student = MAKE_STUDENT[args.student]()
     regime = "10 % of the training split" if args.regime == "10pct" else "the training split"
-    result = {
-        "title": (
+    return harness.finish_classification(
+        name=test_task.name,
+        title=(
             f"Fashion-MNIST ({regime}, {rows} images): CNN teacher -> "
             f"{'CNN' if args.student == 'cnn' else 'MLP'} student"
         ),
-        "description": (
+        description=(
             "Fashion-MNIST photographs through `keras.datasets.fashion_mnist.load_data()` "
             f"(`make data` offline), scaled to [0, 1]; {VALIDATION_ROWS} training images "
             f"(seed {VALIDATION_SEED}) held out as the validation split (recipe choices and "
@@ -242,24 +243,13 @@ def main(argv=None):
             f"{harness.PEERS_DESCRIPTION} {harness.ECL_DESCRIPTION} ECL-cal: the same from "
             "the teacher calibrated on the validation split (`keras_ecl.calibrate`)."
         ),
-        **fields,
-        "config": dataclasses.asdict(config),
-        "columns": report.CLASSIFICATION_COLUMNS,
-        "summary": metrics.summarize(per_seed),
-        "budget": harness.budget_result(per_seed, config, "accuracy", "test accuracy", True),
-        "per_seed": per_seed,
-        "notes": [
-            *harness.budget_notes(config),
-            f"The test split has {tested} images: one image is {1 / tested:.4f} accuracy.",
-        ],
-    }
-    os.makedirs(args.output, exist_ok=True)
-    figure = os.path.join(args.output, f"{test_task.name}.png")
-    report.frontier_figure(
-        result, figure, f"Fashion-MNIST, {rows} images, {args.student} student: test accuracy"
+        fields=fields,
+        config=config,
+        per_seed=per_seed,
+        output=args.output,
+        figure_title=f"Fashion-MNIST, {rows} images, {args.student} student: test accuracy",
+        notes=[f"The test split has {tested} images: one image is {1 / tested:.4f} accuracy."],
     )
-    result["figures"] = [figure]
-    return report.finish(test_task.name, result, args.output)
 
 
 if __name__ == "__main__":

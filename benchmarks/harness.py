@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 import keras_ecl
-from benchmarks import metrics
+from benchmarks import metrics, report
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -483,6 +483,32 @@ def budget_result(per_seed, config, metric, label, higher_is_better):
         "budgets": list(config.budgets),
         "summary": metrics.budget_summary(per_seed, metric, config.budgets),
     }
+
+
+def finish_classification(
+    *, name, title, description, fields, config, per_seed, output, figure_title, notes=()
+):
+    """Writes a classification benchmark's result file and its accuracy-against-time figure.
+
+    `fields` are `cli.run_seeds`' (command, date, seeds); `notes` follow the
+    budget notes. Returns the result, as `report.finish` does.
+    """
+    result = {
+        "title": title,
+        "description": description,
+        **fields,
+        "config": dataclasses.asdict(config),
+        "columns": report.CLASSIFICATION_COLUMNS,
+        "summary": metrics.summarize(per_seed),
+        "budget": budget_result(per_seed, config, "accuracy", "test accuracy", True),
+        "per_seed": per_seed,
+        "notes": [*budget_notes(config), *notes],
+    }
+    os.makedirs(output, exist_ok=True)
+    figure = os.path.join(output, f"{name}.png")
+    report.frontier_figure(result, figure, figure_title)
+    result["figures"] = [figure]
+    return report.finish(name, result, output)
 
 
 def budget_notes(config):

@@ -13,13 +13,11 @@ Run `python -m benchmarks.mnist1d` from the repository root (about 30 minutes pe
 if not __package__:  # as a file, benchmarks/ on sys.path shadows the `mnist1d` package
     raise SystemExit("Run it from the repository root: python -m benchmarks.mnist1d")
 
-import dataclasses
 import math
-import os
 
 import numpy as np
 
-from benchmarks import cli, harness, metrics, report
+from benchmarks import cli, harness
 from examples import mnist1d_distillation as demo
 
 NAME = "mnist1d"
@@ -99,10 +97,11 @@ def main(argv=None):
         lambda seeds: harness.run(test_task, seeds),
         cli.command_line(NAME, argv),
     )
-    result = {
-        "title": "MNIST-1D: CNN teacher -> MLP student"
+    return harness.finish_classification(
+        name=test_task.name,
+        title="MNIST-1D: CNN teacher -> MLP student"
         + (", which teacher (3200 training signals)" if args.teachers else ""),
-        "description": (
+        description=(
             "MNIST-1D (`mnist1d`, generated offline: 4000 training / 1000 test signals of "
             "length 40, 10 classes). Teacher: the demo's 1-D CNN (128 channels), trained "
             f"{config.teacher_epochs} epochs per seed. Students: the demo's MLP 256-256, batch "
@@ -117,22 +116,13 @@ def main(argv=None):
                 else ""
             )
         ),
-        **fields,
-        "config": dataclasses.asdict(config),
-        "columns": report.CLASSIFICATION_COLUMNS,
-        "summary": metrics.summarize(per_seed),
-        "budget": harness.budget_result(per_seed, config, "accuracy", "test accuracy", True),
-        "per_seed": per_seed,
-        "notes": [
-            *harness.budget_notes(config),
-            *([harness.TEACHER_CHOICE_NOTE] if args.teachers else []),
-        ],
-    }
-    os.makedirs(args.output, exist_ok=True)
-    figure = os.path.join(args.output, f"{test_task.name}.png")
-    report.frontier_figure(result, figure, "MNIST-1D: test accuracy against training time")
-    result["figures"] = [figure]
-    return report.finish(test_task.name, result, args.output)
+        fields=fields,
+        config=config,
+        per_seed=per_seed,
+        output=args.output,
+        figure_title="MNIST-1D: test accuracy against training time",
+        notes=[harness.TEACHER_CHOICE_NOTE] if args.teachers else [],
+    )
 
 
 if __name__ == "__main__":
