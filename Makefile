@@ -27,7 +27,7 @@ demo-smoke: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python -m benchmarks.data
 
-## Accuracy-vs-time benchmarks over 3 seeds, the recipe ablation, speed (about 3 hours on 2 cores), then BENCHMARKS.md.
+## Fashion-MNIST into the cache, then the accuracy-vs-time benchmarks over 3 seeds, the recipe ablation, speed (about 5 hours on 2 cores: Fashion-MNIST adds about 2), then BENCHMARKS.md.
 benchmarks: $(STAMP) data
 	$(BIN)/python -m benchmarks.run_all
 

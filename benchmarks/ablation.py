@@ -7,7 +7,7 @@ MNIST-1D (800 training signals held out), digits (its validation split), Friedma
 held-out training images). The test splits are never read here; the default recipe was
 chosen from these tables.
 
-Run `python -m benchmarks.ablation --seeds 0` from the repository root (about 35 minutes on
+Run `python -m benchmarks.ablation --seeds 0` from the repository root (about 50 minutes on
 a 2-core CPU), `--only mnist1d` for one benchmark (added to an earlier
 result file's others), or with `--smoke` for a run of seconds.
 """

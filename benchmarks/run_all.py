@@ -4,7 +4,7 @@ Each benchmark runs in its own process (smallest first) and writes
 `<output>/<name>.json`; BENCHMARKS.md is then rebuilt from whatever result
 files exist, so `--report-only` regenerates it without training anything.
 
-Run `python -m benchmarks.run_all` from the repository root (about 3 hours on a 2-core
+Run `python -m benchmarks.run_all` from the repository root (about 5 hours on a 2-core
 CPU; `speed` runs last, so that nothing else loads the machine while it times); `--smoke`
 for seconds-long runs, `--only toy_regression friedman1` for a subset.
 """
