@@ -138,7 +138,10 @@ def test_bad_selection_arguments():
 
 
 def test_the_default_recipe_selects_by_student_uncertainty_in_ecl_only():
-    ecl = testing.make_distiller(sampler="mixup")
+    def distiller(**kwargs):
+        return keras_ecl.Distiller(testing.mlp(), testing.mlp(units=16), **kwargs)
+
+    ecl = distiller(sampler="mixup")
     assert ecl.selection.get_config() == {
         "candidates": 4,
         "score": "student_uncertainty",
@@ -146,22 +149,25 @@ def test_the_default_recipe_selects_by_student_uncertainty_in_ecl_only():
     }
     assert ecl.supervised_weight == 0.5
     # Regression heads keep every draw (selection measured no better there).
-    regression = testing.make_distiller(head="normal", sampler="mixup")
+    outputs = testing.head_case("normal", n=1)[2]
+    regression = keras_ecl.Distiller(
+        testing.mlp(outputs), testing.mlp(outputs, units=16), head="normal", sampler="mixup"
+    )
     assert regression.selection is None and regression.supervised_weight == 0.5
     # Hinton KD keeps its usual label weight and draws nothing to select from.
-    kd = testing.make_distiller(mode="kd")
+    kd = distiller(mode="kd")
     assert kd.selection is None and kd.supervised_weight == 0.1
     # None keeps every draw; "auto" spelt out is the default.
-    assert testing.make_distiller(sampler="mixup", selection=None).selection is None
-    explicit = testing.make_distiller(sampler="mixup", selection="auto", supervised_weight=0.2)
+    assert distiller(sampler="mixup", selection=None).selection is None
+    explicit = distiller(sampler="mixup", selection="auto", supervised_weight=0.2)
     assert explicit.selection.candidates == 4 and explicit.supervised_weight == 0.2
     with pytest.raises(ValueError, match="Selection, None or 'auto'. Received: selection='best'"):
-        testing.make_distiller(selection="best")
+        distiller(selection="best")
 
 
 def test_distillers_saved_before_the_default_recipe_changed_keep_theirs(tmp_path):
     # Configs of 2026-12-06 stored the old defaults explicitly: they load unchanged.
-    config = testing.make_distiller(sampler="mixup").get_config()
+    config = testing.make_distiller(sampler="mixup", selection="auto").get_config()
     old = {**config, "supervised_weight": 0.1, "selection": None}
     restored = keras_ecl.Distiller.from_config(old)
     assert restored.selection is None and restored.supervised_weight == 0.1

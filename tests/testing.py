@@ -63,8 +63,10 @@ def make_distiller(head="categorical", outputs=None, compile=True, jit_compile=F
     `kwargs` go to the Distiller (`updates_per_batch` defaults to 1 here).
     """
     outputs = head_case(head, n=1)[2] if outputs is None else outputs
-    # One update per step keeps the harness fast; the recipe's 4 are tested on their own.
+    # One update per step and every draw kept keep the harness fast; the recipe's 4
+    # updates and its selection are tested on their own.
     kwargs.setdefault("updates_per_batch", 1)
+    kwargs.setdefault("selection", None)
     distiller = keras_ecl.Distiller(
         mlp(outputs, units=4), mlp(outputs, units=16), head=head, **kwargs
     )
