@@ -78,9 +78,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     "Choosing ECL's recipe"): one synthetic input per real one from
     `OneOf([MixUp, CutMix])`, for classification the best of 4 draws by the
     student's uncertainty (`selection`: the cheap student chooses where to ask
-    the costly teacher),
-    the KL on synthetic inputs only (`real_weight=0`, as function matching
-    does), labels at weight 0.5 (free on real inputs, where the teacher is not
+    the costly teacher), the KL on synthetic inputs only (`real_weight=0`, as
+    function matching does), labels at weight 0.5 (free on real inputs, where the teacher is not
     run), and 4 student updates per teacher pass (`updates_per_batch`), which
     pays when the teacher costs far more than the student, as it usually does.
     The same recipe serves vectors, signals and images (chosen on MNIST-1D
@@ -253,9 +252,10 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                     f"`{argument}` applies to mode={' or '.join(map(repr, modes))} only; "
                     f"mode={mode!r} would ignore it. Received: {argument}={value!r}"
                 )
+        head = heads_lib.get(head)
         if isinstance(selection, str) and selection == "auto":
             # Measured on classification only; Friedman #1's NLL got worse with it.
-            classifies = isinstance(heads_lib.get(head), heads_lib.Categorical)
+            classifies = isinstance(head, heads_lib.Categorical)
             selection = selection_lib.default_selection() if mode == "ecl" and classifies else None
         if selection is not None and not isinstance(selection, selection_lib.Selection):
             raise ValueError(
@@ -275,7 +275,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             )
         self.student = student
         self.teacher = teacher
-        self.head = heads_lib.get(head)
+        self.head = head
         # The head of the teacher's outputs: the student's, or an ensemble's own.
         self.teacher_head = (
             teacher.distillation_head(self.head)
