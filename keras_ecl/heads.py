@@ -120,8 +120,8 @@ class Head:
 
         Returns:
             A float32 tensor `(batch, ..., units)`: the mixture itself where the
-            head's family holds it (`Categorical`), else the member of the
-            family with the mixture's mean and variance (moment matching).
+                head's family holds it (`Categorical`), else the member of the
+                family with the mixture's mean and variance (moment matching).
         """
         raise NotImplementedError(
             f"{type(self).__name__} does not combine ensemble members: define "

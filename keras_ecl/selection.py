@@ -23,13 +23,14 @@ class Selection:
     """Keeps, of `candidates` draws per synthetic input, the highest-scoring one.
 
     Scores (higher is kept):
+
     - `"student_uncertainty"`: the student's entropy (or variance) there. Only
-      the student, which is usually far cheaper than the teacher, runs on the
-      candidates; the teacher then runs on the kept inputs as usual.
+        the student, which is usually far cheaper than the teacher, runs on the
+        candidates; the teacher then runs on the kept inputs as usual.
     - `"teacher_uncertainty"`: the teacher's entropy (or variance); the teacher
-      runs on all candidates and its outputs on the kept ones are reused.
+        runs on all candidates and its outputs on the kept ones are reused.
     - `"disagreement"`: KL(teacher ‖ student), the distillation loss itself;
-      both run on all candidates, the teacher's outputs are reused.
+        both run on all candidates, the teacher's outputs are reused.
 
     Candidate `m` of synthetic input `s` is the sampler's output
     `m * slots + s`, so the kept inputs keep the sampler's layout (input
@@ -80,7 +81,7 @@ class Selection:
 
         Returns:
             `(kept, teacher_outputs)`: the `slots` kept inputs, and the
-            teacher's outputs on them if scoring ran the teacher, else None.
+                teacher's outputs on them if scoring ran the teacher, else None.
         """
         if self.candidates == 1:
             return drawn, None
