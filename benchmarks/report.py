@@ -310,33 +310,171 @@ def finish_ablation(name, result, output):
     return result
 
 
-def budget_summary_table(results):
-    """One row per benchmark: the teacher, then each model at 1x / 2x / 4x KD's time."""
-    models = [
-        m for m in BUDGET_MODELS if any(m in r["budget"]["summary"] for r in results.values())
+# The summary: one small table per question a user asks.
+
+SUMMARY_PEERS = ("KD-MSE", "FunMatch", "DKD", "LS-KD")  # the published successors of KD
+
+
+def summary_section(results, speed=None):
+    """BENCHMARKS.md's summary: which method wins, what it costs, how calibrated.
+
+    `results` maps names to result files with a budget; `speed` is the speed
+    benchmark's result, if any. Every figure here is also in the sections below.
+    """
+    shown = [m for m in BUDGET_MODELS if any(m in r["budget"]["summary"] for r in results.values())]
+    legend = "; ".join(f"{model} = {LABELS[model]}" for model in shown)
+    parts = [
+        "## Summary",
+        f"One table per question; the sections below give every figure with its spread "
+        f"over seeds. Students, shortened: {legend}.",
+        "### Which method wins at each budget",
+        winners_table(results),
+        "The best student within each multiple of KD's training time (ECL's figure "
+        "after a semicolon when another wins; a dash where no scoring fell within the "
+        "budget). Gap closed: the share of the teacher–KD gap that ECL closes, against "
+        "KD at 1x.",
+        "### What it costs in time",
+        cost_table(results),
     ]
-    headers = ["benchmark", "metric", "teacher", *(LABELS[m] for m in models)]
+    if speed is not None:
+        parts.append(speed_summary(speed))
+    parts += [
+        "### How calibrated the students are",
+        calibration_table(results),
+        "Final students (after the largest budget): expected calibration error for "
+        "classification, test NLL for regression; lower is better. Best peer: the "
+        f"lowest of {', '.join(SUMMARY_PEERS)} where they ran.",
+    ]
+    return "\n\n".join(parts)
+
+
+def _at_budget(summary, model, b):
+    """A model's mean at budget `b`, or None if no scoring fell within it."""
+    values = summary.get(model, {})
+    return values[str(b)]["mean"] if str(b) in values else None
+
+
+def winners_table(results):
+    """Per benchmark: the teacher, KD at 1x, the best student at each budget, ECL's gap."""
     rows = []
     for result in results.values():
         budget = result["budget"]
-        summary = budget["summary"]
-        first = str(budget["budgets"][0])
-        row = [
-            result["title"].split(":")[0],
-            budget["label"] + (" (higher is better)" if budget["higher_is_better"] else ""),
-            f"{summary['teacher'][first]['mean']:.3f}",
+        summary, budgets = budget["summary"], budget["budgets"]
+        higher = budget["higher_is_better"]
+        teacher = _at_budget(summary, "teacher", budgets[0])
+        kd = _at_budget(summary, "KD", budgets[0])
+        best = []
+        for b in budgets:
+            scored = {
+                m: round(_at_budget(summary, m, b), 3)
+                for m in BUDGET_MODELS
+                if _at_budget(summary, m, b) is not None
+            }
+            top = (max if higher else min)(scored.values())
+            cell = f"{', '.join(m for m, v in scored.items() if v == top)} {top:.3f}"
+            if "ECL" in scored and scored["ECL"] != top:
+                cell += f"; ECL {scored['ECL']:.3f}"
+            best.append(cell)
+        gaps = [
+            metrics.gap_closed(_at_budget(summary, "ECL", b), kd, teacher, higher)
+            if _at_budget(summary, "ECL", b) is not None
+            else None
+            for b in budgets
         ]
-        for model in models:
-            values = summary.get(model, {})
-            row.append(
-                " / ".join(
-                    f"{values[str(b)]['mean']:.3f}" if str(b) in values else "–"
-                    for b in budget["budgets"]
-                )
-                if values
-                else ""
+        rows.append(
+            [
+                result["title"],
+                budget["label"] + (" (higher is better)" if higher else ""),
+                f"{teacher:.3f}",
+                f"{kd:.3f}",
+                *best,
+                *[""] * (3 - len(budgets)),
+                " / ".join("–" if gap is None else f"{gap:.0%}" for gap in gaps),
+            ]
+        )
+    headers = ["benchmark", "metric", "teacher", "KD at 1x"]
+    headers += [f"best within {b}x KD's time" for b in (1, 2, 4)]
+    headers.append("ECL: gap closed at 1x / 2x / 4x")
+    return markdown_table(headers, rows)
+
+
+def cost_table(results):
+    """Per benchmark: the seconds 1x stands for, the teacher's, and ECL's time to KD's best."""
+    rows = []
+    for result in results.values():
+        budget, per_seed = result["budget"], result.get("per_seed")
+        units = [run["budget_unit_seconds"] for run in per_seed or []]
+        teacher = result["summary"]["teacher"].get("seconds")
+        row = [
+            result["title"],
+            metrics.format_mean_std(units, 0) if units else "",
+            metrics.format_mean_std(teacher["values"], 0) if teacher else "",
+        ]
+        if "ECL" in budget["summary"] and per_seed:
+            ratios = metrics.time_to_reach_kd(
+                per_seed, "ECL", budget["metric"], budget["higher_is_better"]
             )
+            row.append(", ".join("never" if r is None else f"{r:.2f}" for r in ratios))
+        else:
+            row.append("")
         rows.append(row)
+    headers = [
+        "benchmark",
+        "1x: KD's time for its reference epochs (s)",
+        "teacher's training (s)",
+        "ECL reaches KD's final student in this share of KD's time, per seed",
+    ]
+    return markdown_table(headers, rows) + (
+        "\n\nEvery student trains on the same clock: 1x is KD's time, the others train "
+        "for up to 4x (ERM and Keras' Distiller, references, for 1x). KD's final student "
+        "is KD after its largest budget."
+    )
+
+
+def speed_summary(speed):
+    """One sentence on the cost of a step, from the speed benchmark's ratios."""
+    ratios = speed["ratios"]
+    per_jit = "; ".join(
+        f"jit_compile={jit}: {values['ECL k=1 / KD (ours), same rows']:.3f} "
+        f"(k=2: {values['ECL k=2 / KD (ours), same rows']:.3f})"
+        for jit, values in ratios.items()
+    )
+    return (
+        "Per step, ECL runs teacher and student on (1 + k) x the batch, and costs what KD "
+        "costs on a batch of that many rows. ECL's step time over KD's on the same rows, "
+        f"k = 1 synthetic input per real one: {per_jit} (Speed section)."
+    )
+
+
+def calibration_table(results):
+    """Per benchmark: ECE (or test NLL) of the final teacher, ERM, KD, best peer and ECL."""
+    rows = []
+    for result in results.values():
+        names = {metric: header for metric, header, _ in result["columns"]}
+        nll = [metric for metric in names if "NLL" in names[metric]]
+        if "ece" not in names and not nll:
+            continue
+        measure = "ece" if "ece" in names else nll[0]
+        summary = result["summary"]
+
+        def shown(model, summary=summary, measure=measure):
+            values = summary.get(model, {}).get(measure)
+            return "" if values is None else f"{values['mean']:.3f}"
+
+        peers = {m: summary[m][measure]["mean"] for m in SUMMARY_PEERS if m in summary}
+        best = min(peers, key=peers.get) if peers else None
+        rows.append(
+            [
+                result["title"],
+                names[measure],
+                *map(shown, ("teacher", "ERM", "KD")),
+                f"{best} {peers[best]:.3f}" if best else "",
+                shown("ECL"),
+                shown("ECL-cal"),
+            ]
+        )
+    headers = ["benchmark", "measure", "teacher", "ERM", "KD", "best peer", "ECL"]
+    headers.append("ECL from the calibrated teacher")
     return markdown_table(headers, rows)
 
 

@@ -124,10 +124,12 @@ def write_report(output, path):
             sections.append(report.markdown_section(results[name]))
     budgeted = {name: result for name, result in results.items() if "budget" in result}
     if budgeted:
-        summary = report.budget_summary_table(budgeted)
-        sections.insert(
-            0, "## Summary: each method within 1x / 2x / 4x KD's training time\n\n" + summary
-        )
+        speed_path = os.path.join(output, "speed.json")
+        speed = None
+        if os.path.exists(speed_path):
+            with open(speed_path) as file:
+                speed = json.load(file)
+        sections.insert(0, report.summary_section(budgeted, speed))
     ablation_path = os.path.join(output, f"{ABLATION}.json")
     if os.path.exists(ablation_path):
         with open(ablation_path) as file:

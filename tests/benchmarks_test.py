@@ -291,11 +291,20 @@ def test_report_is_built_from_result_files(tmp_path):
         "date": "2026-11-25 12:00 UTC",
         "machine": "2-core CPU, no GPU",
         "seeds": [0, 1],
-        "columns": [["accuracy", "test accuracy", 3]],
+        "columns": [["accuracy", "test accuracy", 3], ["ece", "test ECE", 3]],
         "summary": {
-            "teacher": {"accuracy": {"values": [0.9, 0.9]}},
-            "KD": {"accuracy": {"values": [0.5, 0.7]}},
-            "ECL": {"accuracy": {"values": [0.8, 0.8]}},
+            "teacher": {
+                "accuracy": {"values": [0.9, 0.9]},
+                "ece": {"mean": 0.04, "values": [0.03, 0.05]},
+            },
+            "KD": {
+                "accuracy": {"values": [0.5, 0.7]},
+                "ece": {"mean": 0.15, "values": [0.1, 0.2]},
+            },
+            "ECL": {
+                "accuracy": {"values": [0.8, 0.8]},
+                "ece": {"mean": 0.03, "values": [0.02, 0.04]},
+            },
         },
         "budget": {
             "metric": "accuracy",
@@ -343,11 +352,14 @@ def test_report_is_built_from_result_files(tmp_path):
     assert "| student KD (keras_ecl, mode='kd') | 0.600 ± 0.141 | 0.650 ± 0.071 |" in text
     assert "| student ECL |  | 0.800 ± 0.000 |" in text
     assert "| ECL: share of the teacher–KD(1x) gap closed |  | 66.7% |" in text
-    # The summary heads the report, a budget with no scoring in it shown as a dash.
+    # The summary heads the report: per budget the best student (KD at 1x, where ECL
+    # has no scoring: a dash in its gap), and the final students' calibration.
     summary = text.split("## Summary")[1].split("## Tiny")[0]
-    assert "| Tiny | test accuracy (higher is better) | 0.900 | 0.600 / 0.650 | – / 0.800 |" in (
-        summary
-    )
+    winners = "| Tiny: hand-made | test accuracy (higher is better) | 0.900 | 0.600 | KD 0.600 |"
+    assert winners + " ECL 0.800 |  | – / 67% |" in summary
+    assert "| Tiny: hand-made | test ECE | 0.040 |  | 0.150 |  | 0.030 |  |" in summary
+    for line in summary.splitlines():
+        assert line.count(" | ") <= 7, line  # no summary table wider than 8 columns
     # The ablation comes last, each variant against the default recipe.
     section = text.split("## Choosing")[1]
     assert "| k = 2 | 0.750 ± 0.000 | 0.780 ± 0.000 | +0.050 | -0.020 |" in section
