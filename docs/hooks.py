@@ -2,15 +2,17 @@
 
 The hook serves the repository files the pages link to from where they are
 (BENCHMARKS.md and CONTRIBUTING.md become pages, figures and the notebook are
-copied as they are, so links keep their GitHub paths) and writes the Pygments
-stylesheet, so code is coloured without fetching anything. The extension shows
-the public API as users call it (see `PublicAPI`). mkdocs.yml keeps this file
-out of the site.
+copied as they are, so links keep their GitHub paths: a page in docs/ links
+`../BENCHMARKS.md`, which works on GitHub, and the hook points it at the
+site's `BENCHMARKS.md`) and writes the Pygments stylesheet, so code is
+coloured without fetching anything. The extension shows the public API as
+users call it (see `PublicAPI`). mkdocs.yml keeps this file out of the site.
 """
 
 import glob
 import inspect
 import pathlib
+import re
 
 import griffe
 from mkdocs.structure.files import File
@@ -28,6 +30,14 @@ def on_files(files, config):
     style = HtmlFormatter(style="default").get_style_defs(".highlight")
     files.append(File.generated(config, PYGMENTS_CSS, content=style))
     return files
+
+
+def on_page_markdown(markdown, page, config, files):
+    # GitHub resolves ../X from docs/; the site serves X (on_files) at its root.
+    def site_path(link):
+        return f"]({link[1]}" if files.get_file_from_path(link[1]) else link[0]
+
+    return re.sub(r"\]\(\.\./([^)#\s]+)", site_path, markdown)
 
 
 def _is_private(path):

@@ -1,4 +1,4 @@
-"""Every bad input the library guards, as the README's "Bad input" table lists it.
+"""Every bad input the library guards, as the "Bad input" page (docs/bad-input.md) lists it.
 
 Each table row names a case below; the test runs it and checks the exception
 type and that the row's error text is what the library says. Rejected calls
@@ -147,7 +147,7 @@ def set_tf_config(monkeypatch, value):
 # Case id -> call(d, tmp_path, request): `d` is a fresh Distiller (`distiller()`,
 # or the case's own from DISTILLERS) whose weights a rejected call must leave
 # alone, and which the corrected call (CORRECTED, else `fit(X, Y)`) must then
-# train without a new `compile`. The README row with the same id gives the
+# train without a new `compile`. The docs/bad-input.md row with the same id gives the
 # exception type and the error text.
 CASES = {
     # Inputs
@@ -342,10 +342,10 @@ CORRECTED = {
 }
 
 
-def readme_rows():
-    """id -> (exception name, error text) of the README's "Bad input" table."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+def documented_rows():
+    """id -> (exception name, error text) of docs/bad-input.md's "Every refusal" table."""
+    text = (ROOT / "docs" / "bad-input.md").read_text()
+    section = text.split("## Every refusal, verbatim", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         match = re.match(r"\| `([\w-]+)` \|.*\| `(\w+)` \| `` (.+) `` \|$", line)
@@ -354,10 +354,10 @@ def readme_rows():
     return rows
 
 
-ROWS = readme_rows()
+ROWS = documented_rows()
 
 
-def test_every_readme_row_has_a_case_and_every_case_a_row():
+def test_every_documented_row_has_a_case_and_every_case_a_row():
     assert len(ROWS) >= 60
     assert sorted(ROWS) == sorted(CASES)
 

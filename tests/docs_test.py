@@ -1,4 +1,4 @@
-"""The README and CONTRIBUTING snippets run as written, and the main job's smoke variant runs."""
+"""The README, docs and CONTRIBUTING snippets run as written; the main job's smoke variant runs."""
 
 import html.parser
 import importlib
@@ -20,29 +20,38 @@ def python_blocks(path):
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
+def readme_quickstart():
+    """The README's quickstart code (the docs site includes it by marker)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- --8<-- [start:quickstart] -->")[1].split("[end:quickstart]")[0]
+    return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
+
+
 @pytest.mark.large
-def test_readme_snippets_run_as_written_in_order(tmp_path, monkeypatch):
-    quickstart, export, distributed, resume = python_blocks(ROOT / "README.md")[:4]
+def test_documented_snippets_run_as_written_in_order(tmp_path, monkeypatch):
+    # The quickstart's objects (x, y, mlp, distiller) carry into the pages that follow it.
+    pages = [ROOT / "docs" / f"{page}.md" for page in ("export", "distribute", "resume")]
+    export, distributed, resume = ("\n".join(python_blocks(page)) for page in pages)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "saved_models").mkdir()
     namespace = {}
-    exec(compile(quickstart, "README.md quickstart", "exec"), namespace)
+    exec(compile(readme_quickstart(), "README.md quickstart", "exec"), namespace)
     assert (tmp_path / "saved_models" / "student.keras").exists()
     history = namespace["distiller"].history.history
     assert {"loss", "student_loss", "extracurricular_loss"} <= set(history)
 
-    exec(compile(export, "README.md export", "exec"), namespace)
+    exec(compile(export, "docs/export.md", "exec"), namespace)
     for name in ("student/saved_model.pb", "student.tflite", "student_int8.tflite"):
         assert (tmp_path / "saved_models" / name).exists(), name
     assert namespace["probabilities"].shape == (4, 3)
     assert namespace["on_device"]["probabilities"].shape == (4, 3)
 
-    exec(compile(distributed, "README.md multi-GPU / TPU", "exec"), namespace)
+    exec(compile(distributed, "docs/distribute.md", "exec"), namespace)
     history = namespace["distiller"].history.history
     assert len(history["extracurricular_loss"]) == 2
     assert namespace["strategy"].num_replicas_in_sync == 1  # one CPU here: the default
 
-    exec(compile(resume, "README.md resume", "exec"), namespace)
+    exec(compile(resume, "docs/resume.md", "exec"), namespace)
     history = namespace["distiller"].history.history
     assert len(history["loss"]) == 3  # no backup yet: from the start (kills: resume_test.py)
     assert not (tmp_path / "backups" / "student").exists()  # removed at the end
@@ -168,7 +177,7 @@ def test_the_api_reference_builds_with_warnings_as_errors(site):
         assert (site / f"{page}.html").stat().st_size > 5_000, page
     heads = (site / "heads.html").read_text()
     assert "DecoupledCategorical" in heads and "min_scale" in heads  # docstrings rendered
-    assert "Every refusal, verbatim" in (site / "bad-input.html").read_text()  # README included
+    assert "Every refusal, verbatim" in (site / "bad-input.html").read_text()
     assert (site / "benchmarks" / "results" / "mnist1d.png").exists()
 
 
