@@ -64,7 +64,7 @@ Regenerate: `make benchmarks` (or `python -m benchmarks.run_all`);
 rebuild this file from the JSON results alone with
 `python -m benchmarks.run_all --report-only`. Results:
 `benchmarks/results/<name>.json` (per seed, per model, with the curves), logs
-next to them. The README's Benchmarks section says in words what these tables show.
+next to them. docs/results.md ("Benchmarks in words") says what these tables show.
 """
 
 

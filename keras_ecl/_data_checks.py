@@ -1,9 +1,9 @@
 """Eager checks of models and data against a `Distiller`, run before anything is traced.
 
 Keras reports most mistakes from inside a traced graph, if at all (see the
-README's "Bad input" table); these checks look at the models' symbolic shapes
-at construction and at the first batch before `fit`, `evaluate` and `predict`,
-and raise an error naming the argument. The rules that depend on the head
+"Bad input" table, docs/bad-input.md); these checks look at the models'
+symbolic shapes at construction and at the first batch before `fit`, `evaluate`
+and `predict`, and raise an error naming the argument. The rules that depend on the head
 (output layout, labels) are the head's own methods.
 """
 

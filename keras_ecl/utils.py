@@ -2,7 +2,7 @@
 
 Every check raises the error Keras' own layers raise for the same mistake,
 naming the argument, what it expects and what it received, so messages read
-alike across the library (the README's bad-input table quotes them).
+alike across the library (docs/bad-input.md quotes them).
 """
 
 import math
