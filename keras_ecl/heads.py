@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 tfd = tfp.distributions
+# The attribute through which a Distiller's student remembers its head, for
+# `export_student(student)`.
+STUDENT_HEAD = "keras_ecl_head"
 
 
 class Head:

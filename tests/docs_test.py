@@ -72,7 +72,8 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", ["heads", "losses", "samplers", "distiller", "export", "callbacks", "distribute"]
+    "module",
+    ["heads", "losses", "objectives", "samplers", "distiller", "export", "callbacks", "distribute"],
 )
 def test_public_docstrings_have_examples(module):
     import importlib
