@@ -102,7 +102,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
 
     Metrics: `loss`, `student_loss` (supervised), `distillation_loss` (KL on
     real inputs) and `extracurricular_loss` (KL on synthetic inputs), as far as
-    the mode uses them, plus the compiled metrics. Validation computes the same
+    the mode uses them, plus the compiled metrics; with `distillation_losses`,
+    each term's own name (`feature_loss`, ...). Validation computes the same
     terms with `training=False`, drawing its synthetic inputs from a fixed seed
     so that `evaluate` is repeatable and does not shift the training draws.
 
@@ -263,6 +264,12 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                     f"`{argument}` applies to mode={' or '.join(map(repr, modes))} only; "
                     f"mode={mode!r} would ignore it. Received: {argument}={value!r}"
                 )
+        if isinstance(head, keras.distillation.DistillationLoss):
+            raise ValueError(
+                "`head` received a keras.distillation loss: keras_ecl.Distiller takes (student, "
+                "teacher, head, ...) where Keras' takes (teacher, student, distillation_losses). "
+                f"Pass them by keyword. Received: head={head!r}"
+            )
         head = heads_lib.get(head)
         if isinstance(selection, str) and selection == "auto":
             # Measured on classification only; Friedman #1's NLL got worse with it.
@@ -371,20 +378,22 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
 
     def _forward(self, x, training):
         """Student inputs (real, then synthetic) and the pair of the teacher's
-        outputs on the real and on the synthetic ones (None where the loss
-        needs none)."""
+        outputs and features (`objectives.Objective.teacher_pass`) on the real
+        and on the synthetic ones (None where the loss needs none)."""
         synthetic, teacher_synthetic = self.draw_extracurricular(x, training)
         inputs = x if synthetic is None else tf.concat([x, synthetic], axis=0)
+        teacher_pass = self.objective.teacher_pass
+        if teacher_synthetic is not None:  # a selection's: outputs, but no features
+            teacher_synthetic = self.objective.from_outputs(teacher_synthetic, synthetic)
         teacher_real = None
         if synthetic is not None and teacher_synthetic is None and self.teacher_sees_real:
             # One teacher pass over real and synthetic inputs together.
-            both = self.teacher(inputs, training=False)
-            teacher_real, teacher_synthetic = _split(both, _batch_size(x))
+            teacher_real, teacher_synthetic = _split(teacher_pass(inputs), _batch_size(x))
         else:
             if self.teacher_sees_real:
-                teacher_real = self.teacher(x, training=False)
+                teacher_real = teacher_pass(x)
             if synthetic is not None and teacher_synthetic is None:
-                teacher_synthetic = self.teacher(synthetic, training=False)
+                teacher_synthetic = teacher_pass(synthetic)
         return inputs, (teacher_real, teacher_synthetic)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -430,16 +439,17 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         batch_size = _batch_size(x)
         # Outside the tape: sampling, selection and the frozen teacher need no gradients.
         inputs, teachers = self._forward(x, training=True)
-        variables = self.student.trainable_variables
+        variables = self.student.trainable_variables + self.objective.trainable_variables
         all_finite = tf.constant(True)
         # The teacher's outputs serve `updates_per_batch` student updates.
         for update in range(self.updates_per_batch):
             with tf.GradientTape() as tape:
-                outputs = self.student(inputs, training=True)
+                features = self.objective.student_pass(inputs, training=True)
+                outputs = features[objectives_lib.OUTPUTS]
                 if update == 0:  # bad labels: no update at all, and an error (StepGuard)
                     y, labels_valid, record_labels = self._checked_labels(y, outputs, batch_size)
                 loss, terms = self.objective(
-                    y, sample_weight, _split(outputs, batch_size), teachers, training=True
+                    y, sample_weight, _split(features, batch_size), teachers, training=True
                 )
                 scaled_loss = self.optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled_loss, variables)
@@ -455,11 +465,12 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = _batch_size(x)
         inputs, teachers = self._forward(x, training=False)
-        outputs = self.student(inputs, training=False)
+        features = self.objective.student_pass(inputs, training=False)
+        outputs = features[objectives_lib.OUTPUTS]
         y, labels_valid, record_labels = self._checked_labels(y, outputs, batch_size)
         record_labels()
         loss, terms = self.objective(
-            y, sample_weight, _split(outputs, batch_size), teachers, training=False
+            y, sample_weight, _split(features, batch_size), teachers, training=False
         )
         loss = tf.where(labels_valid, loss, float("nan"))
         self.objective.update_trackers(terms, loss, batch_size)

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_ecl
 from keras_ecl import objectives
@@ -180,10 +181,205 @@ def test_bad_distillation_terms_are_refused(kwargs, message):
     assert message in str(error.value)
 
 
-def test_feature_terms_between_named_layers_are_refused_for_now():
-    teacher, student = testing.mlp(), testing.mlp()
-    loss = keras.distillation.FeatureDistillation(
-        teacher_layer_name=teacher.layers[0].name, student_layer_name=student.layers[0].name
+def named_mlp(units, name):
+    """`testing.mlp` with named layers: `<name>_hidden` (ReLU) and `<name>_logits`."""
+    return keras.Sequential(
+        [
+            keras.Input((testing.FEATURES,)),
+            keras.layers.Dense(units, activation="relu", name=f"{name}_hidden"),
+            keras.layers.Dense(testing.CLASSES, name=f"{name}_logits"),
+        ],
+        name=name,
     )
-    with pytest.raises(ValueError, match="between named intermediate layers is not supported"):
-        keras_ecl.Distiller(student, teacher, distillation_losses=loss)
+
+
+def hidden(model, x):
+    return keras.Model(model.inputs, model.get_layer(f"{model.name}_hidden").output).predict(
+        x, verbose=0
+    )
+
+
+def test_keras_feature_distillation_between_layers_trains_to_keras_distillers_weights():
+    x, y = testing.classification_data(n=64)
+    keras.utils.set_random_seed(1)
+    teacher = named_mlp(8, "teacher")
+    keras.utils.set_random_seed(0)
+    ours, theirs = named_mlp(8, "student"), named_mlp(8, "student")
+    theirs.set_weights(ours.get_weights())
+    initial = ours.get_weights()
+    losses = [
+        keras.distillation.LogitsDistillation(temperature=2.0),
+        keras.distillation.FeatureDistillation(
+            teacher_layer_name="teacher_hidden", student_layer_name="student_hidden"
+        ),
+    ]
+    reference = keras.distillation.Distiller(
+        teacher, theirs, losses, distillation_loss_weights=[1.0, 0.3]
+    )
+    distiller = keras_ecl.Distiller(
+        ours,
+        teacher,
+        mode="kd",
+        supervised_weight=0.5,
+        distillation_losses=losses,
+        distillation_loss_weights=[1.0, 0.3],
+    )
+    for model in (reference, distiller):
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    for a, b, c in zip(ours.get_weights(), theirs.get_weights(), initial, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=PARITY_ATOL)
+        assert not np.allclose(a, c)
+
+
+def feature_distiller(**kwargs):
+    keras.utils.set_random_seed(0)
+    teacher, student = named_mlp(16, "teacher"), named_mlp(4, "student")
+    return keras_ecl.Distiller(
+        student,
+        teacher,
+        distillation_losses=[
+            objectives.HeadKL(keras_ecl.heads.Categorical()),
+            objectives.FeatureMatching("teacher_hidden", "student_hidden"),
+        ],
+        distillation_loss_weights=[1.0, 0.1],
+        **kwargs,
+    )
+
+
+def test_feature_matching_projects_and_matches_on_real_and_extracurricular_inputs():
+    x, y = testing.classification_data(n=32)
+    distiller = feature_distiller(
+        sampler=keras_ecl.samplers.GaussianNoise(0.3), real_weight=1.0, supervised_weight=0.0
+    )
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+
+    synthetic, _ = distiller.draw_extracurricular(x, training=False)  # evaluate's fixed seed
+    kernel, bias = distiller.feature_projections[0].get_weights()
+    assert kernel.shape == (4, 16)  # the student's width to the teacher's
+
+    def feature_mse(inputs):
+        projected = hidden(distiller.student, inputs) @ kernel + bias
+        return np.mean((hidden(distiller.teacher, inputs) - projected) ** 2)
+
+    assert logs["feature_loss"] == pytest.approx(feature_mse(x), rel=1e-5)
+    assert logs["extracurricular_feature_loss"] == pytest.approx(
+        feature_mse(synthetic.numpy()), rel=1e-5
+    )
+    kl = (logs["distillation_loss"] + logs["extracurricular_loss"]) / 2
+    features = (logs["feature_loss"] + logs["extracurricular_feature_loss"]) / 2
+    assert logs["loss"] == pytest.approx(kl + 0.1 * features, rel=1e-5)
+
+
+def test_the_projection_trains_but_the_exported_student_is_bare(tmp_path):
+    x, y = testing.classification_data(n=32)
+    distiller = feature_distiller()
+    distiller.compile(optimizer=keras.optimizers.Adam(0.01))
+    projection = distiller.feature_projections[0]
+    before = projection.get_weights()[0].copy()
+    distiller.fit(x, y, batch_size=16, verbose=0)
+    assert not np.allclose(projection.get_weights()[0], before)
+    assert "student_hidden_projection" not in [
+        v.path.split("/")[-2] for v in distiller.student.weights
+    ]
+    assert len(distiller.student.weights) == 4
+
+    keras_ecl.export_student(distiller, str(tmp_path / "student"))
+    served = tf.saved_model.load(str(tmp_path / "student"))
+    assert len(served.variables) == 4
+    probabilities = served.signatures["serving_default"](tf.constant(x))["probabilities"]
+    expected = keras.ops.softmax(distiller.student.predict(x, verbose=0))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+
+
+def test_distiller_with_feature_terms_round_trips_through_a_keras_file(tmp_path):
+    x, y = testing.classification_data(n=32)
+    distiller = feature_distiller()
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, batch_size=16, verbose=0)
+    path = str(tmp_path / "distiller.keras")
+    distiller.save(path)
+    loaded = keras.saving.load_model(path)
+    for a, b in zip(
+        loaded.feature_projections[0].get_weights(),
+        distiller.feature_projections[0].get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    expected = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert loaded.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(expected)
+
+
+def test_feature_terms_name_layers_the_models_have():
+    teacher, student = named_mlp(8, "teacher"), named_mlp(4, "student")
+    term = objectives.FeatureMatching("teacher_hidden", "hidden")
+    with pytest.raises(ValueError, match="`student_layer_name` must name a layer of the student"):
+        keras_ecl.Distiller(student, teacher, distillation_losses=[term])
+    with pytest.raises(ValueError, match="`teacher_layer_name` must be a layer name"):
+        objectives.FeatureMatching(None, "student_hidden")
+
+
+def test_feature_terms_need_models_with_symbolic_inputs():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(testing.CLASSES, name="student_hidden")
+
+        def call(self, x):
+            return self.dense(x)
+
+    term = objectives.FeatureMatching("teacher_hidden", "student_hidden")
+    with pytest.raises(ValueError, match="needs a functional or Sequential model with an Input"):
+        keras_ecl.Distiller(Subclassed(), named_mlp(8, "teacher"), distillation_losses=[term])
+
+
+class L1Logits(objectives.Term):
+    def __init__(self):
+        super().__init__("l1_loss")
+
+    def __call__(self, teacher_outputs, student_outputs, sample_weight=None):
+        return keras.losses.MeanAbsoluteError()(teacher_outputs, student_outputs, sample_weight)
+
+
+def test_a_custom_term_is_evaluated_weighted_and_logged():
+    x, y = testing.classification_data(n=32)
+    teacher, student = testing.mlp(units=16), testing.mlp(units=4)
+    distiller = keras_ecl.Distiller(
+        student,
+        teacher,
+        mode="kd",
+        supervised_weight=0.0,
+        distillation_losses=[L1Logits()],
+        distillation_loss_weights=[3.0],
+    )
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+    l1 = np.mean(np.abs(teacher.predict(x, verbose=0) - student.predict(x, verbose=0)))
+    assert logs["l1_loss"] == pytest.approx(l1, rel=1e-5)
+    assert logs["loss"] == pytest.approx(3.0 * l1, rel=1e-5)
+
+
+def two_outputs(name):
+    inputs = keras.Input((testing.FEATURES,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    outputs = {"class": keras.layers.Dense(3)(hidden), "box": keras.layers.Dense(4)(hidden)}
+    return keras.Model(inputs, outputs, name=name)
+
+
+def test_multi_output_models_are_refused_clearly():
+    teacher, student = two_outputs("teacher"), two_outputs("student")
+    with pytest.raises(ValueError, match="The student's output does not fit Categorical"):
+        keras_ecl.Distiller(student, teacher)
+    with pytest.raises(ValueError, match="one head per output of a multi-output model is not"):
+        keras_ecl.Distiller(student, teacher, head={"class": "categorical", "box": "normal"})
+
+
+def test_keras_argument_order_is_caught():
+    teacher, student = testing.mlp(units=16), testing.mlp()
+    loss = keras.distillation.LogitsDistillation()
+    with pytest.raises(ValueError, match=r"takes \(student, teacher, head, ...\) where Keras'"):
+        keras_ecl.Distiller(teacher, student, loss)
