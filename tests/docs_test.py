@@ -148,3 +148,14 @@ def test_the_api_reference_builds_with_warnings_as_errors(tmp_path):
     assert "DecoupledCategorical" in heads and "min_scale" in heads  # docstrings rendered
     assert "Every refusal, verbatim" in (site / "bad-input.html").read_text()  # README included
     assert (site / "benchmarks" / "results" / "mnist1d.png").exists()
+
+
+def test_every_row_of_the_migration_table_names_a_test_that_exists():
+    page = (ROOT / "docs" / "migration.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "::test_" in line]
+    assert len(rows) >= 10
+    for row in rows:
+        cited = re.findall(r"`(\w+_test\.py)::(test_\w+)(?:\[[\w-]+\])?`", row)
+        assert cited, row
+        for path, name in cited:
+            assert f"\ndef {name}(" in (ROOT / "tests" / path).read_text(), (path, name)
