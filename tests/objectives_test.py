@@ -383,3 +383,28 @@ def test_keras_argument_order_is_caught():
     loss = keras.distillation.LogitsDistillation()
     with pytest.raises(ValueError, match=r"takes \(student, teacher, head, ...\) where Keras'"):
         keras_ecl.Distiller(teacher, student, loss)
+
+
+def train_feature_distiller(strategy, jit_compile=False):
+    x, y = testing.classification_data(n=64)
+    with strategy.scope():
+        distiller = feature_distiller(
+            sampler=keras_ecl.samplers.Identity(), real_weight=1.0, selection=None
+        )
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
+    history = distiller.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    return history.history, distiller.get_weights()
+
+
+@pytest.mark.large
+@pytest.mark.skipif(len(tf.config.list_logical_devices("CPU")) < 2, reason="two logical CPUs")
+def test_feature_terms_train_alike_on_two_replicas_one_device_and_under_xla():
+    one = train_feature_distiller(testing.one_device())
+    for other in (
+        train_feature_distiller(testing.two_replicas()),
+        train_feature_distiller(testing.one_device(), jit_compile=True),
+    ):
+        for key in ("loss", "feature_loss", "extracurricular_feature_loss"):
+            np.testing.assert_allclose(one[0][key], other[0][key], rtol=1e-5, err_msg=key)
+        for a, b in zip(one[1], other[1], strict=True):  # projection included
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
