@@ -17,9 +17,9 @@ import tensorflow as tf
 
 from keras_ecl import _data_checks, _step_checks
 from keras_ecl import _keras_compat as compat
-from keras_ecl import export as export_lib
 from keras_ecl import heads as heads_lib
 from keras_ecl import losses as losses_lib
+from keras_ecl import objectives as objectives_lib
 from keras_ecl import samplers as samplers_lib
 from keras_ecl import selection as selection_lib
 from keras_ecl import teachers as teachers_lib
@@ -102,7 +102,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
 
     Metrics: `loss`, `student_loss` (supervised), `distillation_loss` (KL on
     real inputs) and `extracurricular_loss` (KL on synthetic inputs), as far as
-    the mode uses them, plus the compiled metrics. Validation computes the same
+    the mode uses them, plus the compiled metrics; with `distillation_losses`,
+    each term's own name (`feature_loss`, ...). Validation computes the same
     terms with `training=False`, drawing its synthetic inputs from a fixed seed
     so that `evaluate` is repeatable and does not shift the training draws.
 
@@ -146,6 +147,14 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             synthetic input's KL by the teacher's uncertainty there
             (normalised to mean 1); with an ensemble teacher also
             "disagreement", how much its members disagree there. Defaults to None.
+        distillation_losses: The teacher's terms instead of the head's KL: a
+            `keras.distillation.LogitsDistillation` or `FeatureDistillation`
+            (computed as Keras computes them), a `keras_ecl.objectives.Term`,
+            or a list of them, each evaluated on real and synthetic inputs as
+            the KL is (`keras_ecl.objectives.Objective`). Defaults to None: the
+            head's KL.
+        distillation_loss_weights: One weight >= 0 per distillation term, as in
+            `keras.distillation.Distiller`. Defaults to None: 1 each.
         name: Model name. Defaults to "distiller".
         **kwargs: Forwarded to `keras.Model`.
 
@@ -191,6 +200,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         selection="auto",
         warmup_steps=0,
         updates_per_batch=None,
+        distillation_losses=None,
+        distillation_loss_weights=None,
         name="distiller",
         **kwargs,
     ):
@@ -246,12 +257,19 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             ("uncertainty_weighting", uncertainty_weighting, None, ("ecl",)),
             ("real_weight", real_weight, 0.0, ("ecl",)),
             ("warmup_steps", warmup_steps, 0, ("kd", "ecl")),
+            ("distillation_losses", distillation_losses, None, ("kd", "ecl")),
         ):
             if mode not in modes and value != default:
                 raise ValueError(
                     f"`{argument}` applies to mode={' or '.join(map(repr, modes))} only; "
                     f"mode={mode!r} would ignore it. Received: {argument}={value!r}"
                 )
+        if isinstance(head, keras.distillation.DistillationLoss):
+            raise ValueError(
+                "`head` received a keras.distillation loss: keras_ecl.Distiller takes (student, "
+                "teacher, head, ...) where Keras' takes (teacher, student, distillation_losses). "
+                f"Pass them by keyword. Received: head={head!r}"
+            )
         head = heads_lib.get(head)
         if isinstance(selection, str) and selection == "auto":
             # Measured on classification only; Friedman #1's NLL got worse with it.
@@ -303,17 +321,14 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         if teacher is not None:
             teacher.trainable = False
 
-        self.supervised_loss = losses_lib.NegativeLogLikelihood(self.head)
-        self.distillation_kl = losses_lib.DistributionKL(self.teacher_head)
-        if self.uses_labels:
-            self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        if self.teacher_sees_real:
-            self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        if self.uses_extracurricular:
-            self.extracurricular_loss_tracker = keras.metrics.Mean(name="extracurricular_loss")
+        self.distillation_losses = distillation_losses
+        self.distillation_loss_weights = distillation_loss_weights
+        self.objective = objectives_lib.Objective(
+            self, distillation_losses, distillation_loss_weights
+        )
         _data_checks.check_models(self)
         # `export_student(distiller.student)` then applies the right head.
-        setattr(student, export_lib.STUDENT_HEAD, self.head)
+        setattr(student, heads_lib.STUDENT_HEAD, self.head)
         # Bad labels found inside a step, for `StepGuard`'s error (not a weight).
         self._label_record = _step_checks.LabelRecord()
         # train_step never calls self(...): mark built so fit/saving see it.
@@ -362,87 +377,24 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         )
 
     def _forward(self, x, training):
-        """Student inputs (real, then synthetic) and the teacher's outputs on
-        the real and on the synthetic ones (None where the loss needs none)."""
+        """Student inputs (real, then synthetic) and the pair of the teacher's
+        outputs and features (`objectives.Objective.teacher_pass`) on the real
+        and on the synthetic ones (None where the loss needs none)."""
         synthetic, teacher_synthetic = self.draw_extracurricular(x, training)
         inputs = x if synthetic is None else tf.concat([x, synthetic], axis=0)
+        teacher_pass = self.objective.teacher_pass
+        if teacher_synthetic is not None:  # a selection's: outputs, but no features
+            teacher_synthetic = self.objective.from_outputs(teacher_synthetic, synthetic)
         teacher_real = None
         if synthetic is not None and teacher_synthetic is None and self.teacher_sees_real:
             # One teacher pass over real and synthetic inputs together.
-            both = self.teacher(inputs, training=False)
-            teacher_real, teacher_synthetic = _split(both, _batch_size(x))
+            teacher_real, teacher_synthetic = _split(teacher_pass(inputs), _batch_size(x))
         else:
             if self.teacher_sees_real:
-                teacher_real = self.teacher(x, training=False)
+                teacher_real = teacher_pass(x)
             if synthetic is not None and teacher_synthetic is None:
-                teacher_synthetic = self.teacher(synthetic, training=False)
-        return inputs, teacher_real, teacher_synthetic
-
-    def _synthetic_weights(self, sample_weight, teacher_synthetic):
-        """Anchors' sample weights, times the teacher's uncertainty if asked."""
-        weights = None
-        if sample_weight is not None:
-            sample_weight = tf.cast(sample_weight, tf.float32)
-            repeats = [self.samples_per_example] + [1] * (sample_weight.shape.rank - 1)
-            weights = tf.tile(sample_weight, repeats)
-        if self.uncertainty_weighting:
-            emphasis = losses_lib.uncertainty_weights(
-                self.teacher_head, teacher_synthetic, self.uncertainty_weighting
-            )
-            weights = emphasis if weights is None else weights * emphasis
-        return weights
-
-    def _objective(
-        self, y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, training
-    ):
-        """Returns the loss and its terms from the student's outputs on
-        `batch_size` real inputs followed by the synthetic ones, and the
-        teacher's on each (None where it did not run)."""
-        real_outputs, synthetic_outputs = _split(outputs, batch_size)
-        terms = {}
-        if self.uses_labels:
-            supervised_loss = self.supervised_loss
-            if compat.compile_loss(self) is not None:
-                supervised_loss = compat.compile_loss(self)
-            terms["student_loss"] = supervised_loss(y, real_outputs, sample_weight)
-        loss = terms.get("student_loss")
-        if self.uses_teacher:
-            if teacher_real is not None:
-                terms["distillation_loss"] = self.distillation_kl(
-                    teacher_real, real_outputs, sample_weight
-                )
-            if not self.uses_extracurricular:
-                teacher_term = terms["distillation_loss"]
-            else:
-                terms["extracurricular_loss"] = self.distillation_kl(
-                    teacher_synthetic,
-                    synthetic_outputs,
-                    self._synthetic_weights(sample_weight, teacher_synthetic),
-                )
-                k, r = float(self.samples_per_example), self.real_weight
-                teacher_term = k * terms["extracurricular_loss"]
-                if teacher_real is not None and r > 0:
-                    teacher_term = teacher_term + r * terms["distillation_loss"]
-                teacher_term = teacher_term / (r + k)
-            if training and self.warmup_steps:
-                step = tf.cast(self.optimizer.iterations + 1, tf.float32)
-                teacher_term = teacher_term * tf.minimum(1.0, step / self.warmup_steps)
-            loss = (1.0 - self.supervised_weight) * teacher_term
-            if self.uses_labels and self.supervised_weight > 0:
-                loss = loss + self.supervised_weight * terms["student_loss"]
-        # The student's weight/activity regularizers, as Keras' compute_loss adds them.
-        if self.student.losses:
-            loss = loss + compat.scale_loss_for_distribution(tf.add_n(self.student.losses))
-        return loss, terms
-
-    def _update_trackers(self, terms, loss, batch_size):
-        for name, value in [("loss", loss), *terms.items()]:
-            tracker = (
-                compat.loss_tracker(self) if name == "loss" else getattr(self, f"{name}_tracker")
-            )
-            tracker.update_state(
-                compat.unscale_loss_for_distribution(value), sample_weight=batch_size
-            )
+                teacher_synthetic = teacher_pass(synthetic)
+        return inputs, (teacher_real, teacher_synthetic)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Keras' own; data without labels leaves the compiled metrics alone.
@@ -486,17 +438,18 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = _batch_size(x)
         # Outside the tape: sampling, selection and the frozen teacher need no gradients.
-        inputs, teacher_real, teacher_synthetic = self._forward(x, training=True)
-        variables = self.student.trainable_variables
+        inputs, teachers = self._forward(x, training=True)
+        variables = self.student.trainable_variables + self.objective.trainable_variables
         all_finite = tf.constant(True)
         # The teacher's outputs serve `updates_per_batch` student updates.
         for update in range(self.updates_per_batch):
             with tf.GradientTape() as tape:
-                outputs = self.student(inputs, training=True)
+                features = self.objective.student_pass(inputs, training=True)
+                outputs = features[objectives_lib.OUTPUTS]
                 if update == 0:  # bad labels: no update at all, and an error (StepGuard)
                     y, labels_valid, record_labels = self._checked_labels(y, outputs, batch_size)
-                loss, terms = self._objective(
-                    y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, True
+                loss, terms = self.objective(
+                    y, sample_weight, _split(features, batch_size), teachers, training=True
                 )
                 scaled_loss = self.optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled_loss, variables)
@@ -505,21 +458,22 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             all_finite = tf.logical_and(all_finite, finite)
         # A skipped step shows as a NaN loss, which `StepGuard` turns into an error.
         loss = tf.where(all_finite, loss, float("nan"))
-        self._update_trackers(terms, loss, batch_size)
+        self.objective.update_trackers(terms, loss, batch_size)
         return self._metrics_result(x, y, outputs, sample_weight, batch_size)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = _batch_size(x)
-        inputs, teacher_real, teacher_synthetic = self._forward(x, training=False)
-        outputs = self.student(inputs, training=False)
+        inputs, teachers = self._forward(x, training=False)
+        features = self.objective.student_pass(inputs, training=False)
+        outputs = features[objectives_lib.OUTPUTS]
         y, labels_valid, record_labels = self._checked_labels(y, outputs, batch_size)
         record_labels()
-        loss, terms = self._objective(
-            y, sample_weight, outputs, teacher_real, teacher_synthetic, batch_size, False
+        loss, terms = self.objective(
+            y, sample_weight, _split(features, batch_size), teachers, training=False
         )
         loss = tf.where(labels_valid, loss, float("nan"))
-        self._update_trackers(terms, loss, batch_size)
+        self.objective.update_trackers(terms, loss, batch_size)
         return self._metrics_result(x, y, outputs, sample_weight, batch_size)
 
     def _apply_if_finite(self, gradients, variables, loss, on_skip):
@@ -701,6 +655,10 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 "selection": keras.saving.serialize_keras_object(self.selection),
                 "warmup_steps": self.warmup_steps,
                 "updates_per_batch": self.updates_per_batch,
+                "distillation_losses": keras.saving.serialize_keras_object(
+                    self.distillation_losses
+                ),
+                "distillation_loss_weights": self.distillation_loss_weights,
             }
         )
         return config
@@ -734,7 +692,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("student", "teacher", "sampler", "selection"):
+        for key in ("student", "teacher", "sampler", "selection", "distillation_losses"):
             config[key] = keras.saving.deserialize_keras_object(config.get(key))
         config["head"] = heads_lib.get(config["head"])
         return cls(**config)

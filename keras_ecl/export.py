@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ecl import heads as heads_lib
+from keras_ecl.distiller import Distiller
 
 __all__ = ["FORMATS", "QUANTIZATIONS", "export_student", "tflite_predict"]
 
@@ -21,8 +22,6 @@ FORMATS = ("tf_saved_model", "tflite")
 QUANTIZATIONS = (None, "dynamic_range", "float16", "int8")
 # Where students go when no path is given.
 DEFAULT_DIRECTORY = "saved_models"
-# The attribute through which a Distiller's student remembers its head.
-STUDENT_HEAD = "keras_ecl_head"
 # Rows of the representative data the int8 converter calibrates on.
 _CALIBRATION_ROWS = 200
 
@@ -87,8 +86,6 @@ def export_student(
         tf.constant(x_test[:8]))["probabilities"]
     ```
     """
-    from keras_ecl.distiller import Distiller
-
     tflite_path = path is not None and str(path).endswith(".tflite")
     if format is None:
         format = "tflite" if tflite_path else "tf_saved_model"
@@ -120,7 +117,7 @@ def export_student(
     elif isinstance(model, keras.Model):
         student = model
         # A student keeps the head of the Distiller that trained it (see `Distiller`).
-        head = getattr(student, STUDENT_HEAD, None) if head is None else head
+        head = getattr(student, heads_lib.STUDENT_HEAD, None) if head is None else head
     else:
         raise TypeError(
             "`model` must be a keras_ecl.Distiller or a keras.Model. "

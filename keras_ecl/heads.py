@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 tfd = tfp.distributions
+# The attribute through which a Distiller's student remembers its head, for
+# `export_student(student)`.
+STUDENT_HEAD = "keras_ecl_head"
 
 
 class Head:
@@ -828,6 +831,13 @@ def get(identifier):
     keras_ecl.heads.get("normal")  # a Normal head with default min_scale
     ```
     """
+    serialized = isinstance(identifier, dict) and "class_name" in identifier
+    if isinstance(identifier, (list, tuple)) or (isinstance(identifier, dict) and not serialized):
+        raise ValueError(
+            "`head` must be one keras_ecl.heads.Head: one head per output of a multi-output "
+            "model is not supported yet. Received: "
+            f"head={identifier!r}"
+        )
     return HEADS.get(identifier)
 
 

@@ -86,7 +86,8 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", ["heads", "losses", "samplers", "distiller", "export", "callbacks", "distribute"]
+    "module",
+    ["heads", "losses", "objectives", "samplers", "distiller", "export", "callbacks", "distribute"],
 )
 def test_public_docstrings_have_examples(module):
     import importlib
@@ -306,3 +307,14 @@ def test_the_benchmark_summary_is_built_from_the_results_and_fits_a_screen(tmp_p
     tables = re.findall(r"^\| .*\|$", summary, flags=re.M)
     assert len(tables) > 30
     assert max(row.count(" | ") + 1 for row in tables) <= 8
+
+
+def test_every_row_of_the_migration_table_names_a_test_that_exists():
+    page = (ROOT / "docs" / "migration.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "::test_" in line]
+    assert len(rows) >= 10
+    for row in rows:
+        cited = re.findall(r"`(\w+_test\.py)::(test_\w+)(?:\[[\w-]+\])?`", row)
+        assert cited, row
+        for path, name in cited:
+            assert f"\ndef {name}(" in (ROOT / "tests" / path).read_text(), (path, name)

@@ -171,3 +171,27 @@ for line in metadata.requires("keras-ecl"):
     version = metadata.version(requirement.name)
     assert requirement.specifier.contains(version), (line, version)
 """
+
+
+def test_the_package_modules_import_each_other_without_cycles():
+    import ast
+
+    package = pathlib.Path(keras_ecl.__file__).parent
+    graph = {}
+    for path in package.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # function-level imports too
+            if isinstance(node, ast.ImportFrom) and node.module == "keras_ecl":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras_ecl."):
+                imported.add(node.module.split(".")[1])
+        graph[path.stem] = imported & {p.stem for p in package.glob("*.py")}
+    graph.pop("__init__")
+
+    def reaches(start, target, seen=()):
+        return any(
+            nxt == target or (nxt not in seen and reaches(nxt, target, (*seen, nxt)))
+            for nxt in graph.get(start, ())
+        )
+
+    assert [module for module in graph if reaches(module, module)] == []
