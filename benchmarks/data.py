@@ -14,7 +14,7 @@ if not __package__:
     raise SystemExit("Run it from the repository root: python -m benchmarks.data")
 
 import argparse
-import contextlib
+import functools
 import gzip
 import math
 import os
@@ -25,6 +25,8 @@ import sys
 import tempfile
 import zlib
 from collections.abc import Callable
+
+from keras_ecl import _atomic
 
 PACKAGE = "dataset-fashion-mnist"
 PACKAGE_DIR = "/usr/share/datasets/fashion-mnist"
@@ -213,7 +215,7 @@ def ensure_fashion_mnist(
     Missing or invalid files (see `invalid_files`) are copied from `package_dir` when it holds
     all four valid files, else from Debian's package fetched with `apt-get download` (after
     `apt-get update` if that fails) and unpacked with `dpkg -x`, nothing installed. Each file
-    is copied to a temporary name next to its target, then renamed over it, so an interrupted
+    is copied next to its target and renamed over it (`keras_ecl._atomic`), so an interrupted
     run never leaves a partial file under the name Keras reads.
 
     Args:
@@ -269,17 +271,9 @@ def _unusable(package_dir: str) -> str | None:
 
 
 def _copy(source: str, folder: str, names: list[str]) -> None:
-    os.makedirs(folder, exist_ok=True)
     for name in names:
-        # Hidden, and unique per process, so concurrent runs never share one.
-        partial = os.path.join(folder, f".{name}.{os.getpid()}.partial")
-        try:
-            shutil.copyfile(os.path.join(source, name), partial)
-            os.replace(partial, os.path.join(folder, name))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
-            raise
+        copy = functools.partial(shutil.copyfile, os.path.join(source, name))
+        _atomic.write_file(os.path.join(folder, name), copy)
 
 
 def _unpack_package(scratch: str, folder: str, log: Callable[[str], None]) -> str:

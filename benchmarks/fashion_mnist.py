@@ -29,6 +29,7 @@ import numpy as np
 
 import keras_ecl
 from benchmarks import cli, data, harness, report
+from keras_ecl import _atomic
 
 NAME = "fashion_mnist"
 TEMPERATURE = 4.0  # KD as the new user ran it: Hinton's T = 4, labels at 0.1
@@ -158,10 +159,7 @@ def cached_teacher(regime, config, train, cache=TEACHER_CACHE):
                 print(f"Loading the cached teacher {path}.keras", flush=True)
                 return keras.saving.load_model(path + ".keras"), saved["seconds"]
         model, seconds = train_teacher(seed)
-        os.makedirs(cache, exist_ok=True)
-        partial = f"{path}.{os.getpid()}.partial.keras"
-        model.save(partial)
-        os.replace(partial, path + ".keras")
+        _atomic.write_file(path + ".keras", model.save)
         report.write_json(
             path + ".json", "teacher", {"trained_with": trained_with, "seconds": seconds}
         )

@@ -13,6 +13,7 @@ import platform
 import re
 
 from benchmarks import metrics
+from keras_ecl import _atomic
 
 CLASSIFICATION_COLUMNS = [  # [metric, table header, digits]
     ["accuracy", "test accuracy", 3],
@@ -117,9 +118,7 @@ def write_json(path, name, payload):
         "machine": machine(),
         **payload,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as file:
-        json.dump(payload, file, indent=2)
+    _atomic.write_bytes(path, json.dumps(payload, indent=2))
     print(f"Wrote {path}", flush=True)
     return payload
 
@@ -594,5 +593,5 @@ def save_figure(figure, path):
     import matplotlib.pyplot as plt
 
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _atomic.write_file(path, lambda scratch: figure.savefig(scratch, dpi=100))
     plt.close(figure)

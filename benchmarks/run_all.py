@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 from benchmarks import cli, metrics, report
+from keras_ecl import _atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,8 +147,7 @@ def write_report(output, path):
         if os.path.exists(result_path):
             with open(result_path) as file:
                 sections.append(section(json.load(file)))
-    with open(path, "w") as file:
-        file.write("\n\n".join([INTRO.strip(), *sections]) + "\n")
+    _atomic.write_bytes(path, "\n\n".join([INTRO.strip(), *sections]) + "\n")
     print(f"Wrote {path} ({len(sections)} sections)", flush=True)
     return sections
 

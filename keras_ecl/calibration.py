@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_ecl import heads as heads_lib
-from keras_ecl.utils import PACKAGE, check_integer
+from keras_ecl.utils import PACKAGE, as_numeric_array, check_integer
 
 __all__ = ["Calibrated", "calibrate"]
 
@@ -112,8 +112,9 @@ def calibrate(teacher, validation_data, head="categorical", batch_size=256, verb
 
     Raises:
         ValueError: If `teacher` is not a Keras model, `validation_data` is
-            not `(x, y)` or a dataset of them, or the teacher's outputs on it
-            are not finite.
+            not `(x, y)` or a dataset of them, is empty, holds more or fewer labels
+            than inputs, or the teacher's outputs on it are not finite.
+        TypeError: If the inputs or labels of `validation_data` are not numbers.
 
     Example:
 
@@ -202,7 +203,9 @@ def _teacher_outputs(teacher, validation_data, batch_size, verbose):
                     "the teacher's likelihood of the labels."
                 )
             outputs.append(np.asarray(teacher(batch[0], training=False)))
-            labels.append(np.asarray(batch[1]))
+            labels.append(as_numeric_array(batch[1], "validation_data"))
+        if not outputs:
+            raise ValueError("`validation_data` has no rows: calibration fits on labelled rows.")
         return np.concatenate(outputs), np.concatenate(labels)
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError(
@@ -211,10 +214,24 @@ def _teacher_outputs(teacher, validation_data, batch_size, verbose):
             + (f" of length {len(validation_data)}" if hasattr(validation_data, "__len__") else "")
         )
     x, y = validation_data
-    outputs = teacher.predict(x, batch_size=batch_size, verbose=verbose)
-    y = np.asarray(y)
-    if len(y) != len(outputs):
+    if not isinstance(x, dict) and not _several_inputs(teacher):
+        x = as_numeric_array(x, "validation_data[0]")  # lists of rows are one input
+        rows = len(x) if x.ndim else 0
+    else:
+        rows = len(next(iter(x.values())) if isinstance(x, dict) else x[0])
+    y = as_numeric_array(y, "validation_data[1]")
+    if rows == 0:
+        raise ValueError("`validation_data` has no rows: calibration fits on labelled rows.")
+    labels = len(y) if y.ndim else 0
+    if labels != rows:
         raise ValueError(
-            f"`validation_data` has {len(outputs)} inputs but {len(y)} labels: they must match."
+            f"`validation_data` has {rows} inputs but {labels} labels: they must match."
         )
-    return outputs, y
+    return teacher.predict(x, batch_size=batch_size, verbose=verbose), y
+
+
+def _several_inputs(model):
+    try:
+        return len(model.inputs) > 1
+    except (AttributeError, ValueError, TypeError):  # subclassed, not yet called
+        return False

@@ -6,18 +6,21 @@ between the weights and the epoch record resumes the wrong epoch. The one here
 writes each backup whole, with its epoch inside, and swaps it in atomically.
 """
 
+import functools
 import json
 import os
+import shutil
 
 import h5py
 
+from keras_ecl import _atomic
 from keras_ecl._keras_compat import BackupAndRestoreHooks, set_initial_epoch
 from keras_ecl.gallery import SampleGallery
+from keras_ecl.utils import check_path
 
 __all__ = ["BackupAndRestore", "SampleGallery"]
 
 _EPOCH = "keras_ecl_epoch"  # attribute of the weights file: epochs it holds
-_SCRATCH = "writing.weights.h5"  # where a backup is written before it is swapped in
 
 
 class BackupAndRestore(BackupAndRestoreHooks):
@@ -25,7 +28,8 @@ class BackupAndRestore(BackupAndRestoreHooks):
 
     A backup is written to a scratch file in `backup_dir`, flushed to disk and
     renamed over the previous one (`os.replace`, atomic on one filesystem), so
-    `backup_dir` always holds one complete backup. The number of epochs it
+    `backup_dir` always holds one complete backup; `tests/crash_safety_test.py`
+    kills writers to check it. The number of epochs it
     covers is stored in the weights file itself, so weights and epoch cannot
     disagree. Everything else is Keras' callback: use it the same way. With a
     `keras_ecl.Distiller` the backup also holds its random seed states, so a
@@ -43,6 +47,11 @@ class BackupAndRestore(BackupAndRestoreHooks):
         double_checkpoint: Keep the previous backup too. Defaults to False.
         delete_checkpoint: Remove `backup_dir` when training ends. Defaults
             to True.
+
+    Raises:
+        ValueError: If `backup_dir` cannot be written (a file, under a file,
+            or in a read-only folder) or, with `delete_checkpoint=True`, holds
+            other files.
 
     Example:
 
@@ -64,12 +73,16 @@ class BackupAndRestore(BackupAndRestoreHooks):
         self._check_backup_dir()
 
     def _check_backup_dir(self):
-        """Refuses a `backup_dir` holding other files: training's end deletes it whole."""
+        """Refuses a `backup_dir` that cannot be written, or holds files training's end deletes."""
+        check_path("backup_dir", self.backup_dir, directory=True, inside=True)
         if not (self._is_local() and self.delete_checkpoint and os.path.isdir(self.backup_dir)):
             return
         own = {os.path.basename(path) for path in self.backup_paths.values()}
-        own |= {_SCRATCH, *(f"{name}.writing" for name in own)}
-        others = sorted(set(os.listdir(self.backup_dir)) - own)
+        others = sorted(
+            name
+            for name in os.listdir(self.backup_dir)
+            if name not in own and not _atomic.is_scratch(name)
+        )
         if others:
             raise ValueError(
                 f"`backup_dir` holds other files ({', '.join(others[:3])}), and the whole "
@@ -87,19 +100,19 @@ class BackupAndRestore(BackupAndRestoreHooks):
             return super().write_backup()
         paths = self.backup_paths
         epoch, batch = self.progress
-        os.makedirs(self.backup_dir, exist_ok=True)
         if self.double_checkpoint and os.path.exists(paths["weights"]):
-            _replace_with_copy(paths["weights"], paths["previous_weights"])
-            if os.path.exists(paths["metadata"]):
-                _replace_with_copy(paths["metadata"], paths["previous_metadata"])
-        scratch = os.path.join(self.backup_dir, _SCRATCH)
-        self.model.save_weights(scratch, overwrite=True)
-        with h5py.File(scratch, "a") as file:
-            file.attrs[_EPOCH] = epoch
-        _flush(scratch)
-        os.replace(scratch, paths["weights"])
-        metadata = {"epoch": epoch, "batch": batch}
-        _write_atomically(paths["metadata"], json.dumps(metadata).encode())
+            for name in ("weights", "metadata"):
+                if os.path.exists(paths[name]):
+                    copy = functools.partial(shutil.copyfile, paths[name])
+                    _atomic.write_file(paths[f"previous_{name}"], copy)
+
+        def write_weights(scratch):
+            self.model.save_weights(scratch, overwrite=True)
+            with h5py.File(scratch, "a") as file:
+                file.attrs[_EPOCH] = epoch
+
+        _atomic.write_file(paths["weights"], write_weights)
+        _atomic.write_bytes(paths["metadata"], json.dumps({"epoch": epoch, "batch": batch}))
 
     def restore_backup(self):
         super().restore_backup()
@@ -108,22 +121,3 @@ class BackupAndRestore(BackupAndRestoreHooks):
             with h5py.File(weights, "r") as file:
                 if _EPOCH in file.attrs:  # the weights' own epoch wins over the record
                     set_initial_epoch(self.model, int(file.attrs[_EPOCH]))
-
-
-def _flush(path):
-    with open(path, "rb+") as file:
-        os.fsync(file.fileno())
-
-
-def _write_atomically(path, data):
-    scratch = f"{path}.writing"
-    with open(scratch, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(scratch, path)
-
-
-def _replace_with_copy(source, target):
-    with open(source, "rb") as file:
-        _write_atomically(target, file.read())

@@ -6,15 +6,16 @@ or `loc` and `scale`) rather than raw logits or `raw_scale` units.
 """
 
 import os
-import shutil
 import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ecl import _atomic
 from keras_ecl import heads as heads_lib
 from keras_ecl.distiller import Distiller
+from keras_ecl.utils import as_numeric_array, check_path
 
 __all__ = ["FORMATS", "QUANTIZATIONS", "export_student", "tflite_predict"]
 
@@ -68,13 +69,19 @@ def export_student(
             Defaults to None: taken from `student.inputs`.
 
     Returns:
-        The path written.
+        The path written. It is written beside `path` and renamed into place
+        (a SavedModel swapped in whole), so a kill at any moment leaves the
+        previous export or the new one there, never a mix.
 
     Raises:
         ValueError: For an unknown format or quantization, quantization of a
             SavedModel, `"int8"` without `representative_data`, an unbuilt
-            model, or weights that are NaN or inf.
-        TypeError: If `model` is neither a `Distiller` nor a `keras.Model`.
+            model, weights that are NaN or inf, or a `path` that cannot be
+            written (a file where the SavedModel folder goes or the reverse,
+            under a file, in a read-only folder, or a folder of other files):
+            all before any conversion.
+        TypeError: If `model` is neither a `Distiller` nor a `keras.Model`, or
+            `representative_data` does not hold numbers.
 
     Example:
 
@@ -128,24 +135,43 @@ def export_student(
         suffix = "" if format == "tf_saved_model" else f"_{quantization}" if quantization else ""
         suffix += ".tflite" if format == "tflite" else ""
         path = os.path.join(DEFAULT_DIRECTORY, student.name + suffix)
+    _check_path(path, format, student)
     _check_exportable(student)
     signature = _input_signature(student, input_signature)
+    if representative_data is not None and quantization == "int8":
+        representative_data = _calibration_rows(representative_data, signature)
 
     if format == "tf_saved_model":
-        _write_saved_model(student, head, signature, path)
+        archive = _serving_archive(student, head, signature)
+        # Written beside `path`, then swapped in whole: a stale export never mixes in.
+        _atomic.write_directory(path, lambda scratch: archive.write_out(scratch, verbose=False))
         return path
+    flatbuffer = _tflite_flatbuffer(student, head, signature, quantization, representative_data)
+    _atomic.write_bytes(path, flatbuffer)
+    return path
+
+
+def _tflite_flatbuffer(student, head, signature, quantization, representative_data):
+    """The TFLite model, converted from a scratch SavedModel of the student."""
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        _write_saved_model(student, head, signature, saved_model_dir)
+        _serving_archive(student, head, signature).write_out(saved_model_dir, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             saved_model_dir, signature_keys=["serving_default"]
         )
         _configure_quantization(converter, quantization, representative_data, signature)
-        flatbuffer = converter.convert()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
-    return path
+        return converter.convert()
+
+
+def _check_path(path, format, student):
+    """Refuses a path the export could not write, or would destroy other files at."""
+    check_path("path", path, directory=format == "tf_saved_model")
+    if format == "tf_saved_model" and os.path.isdir(path) and os.listdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ValueError(
+                f"`path` is a directory that holds other files, not a SavedModel: "
+                "exporting would replace them. Name a new directory for the student, "
+                f"e.g. {os.path.join(str(path), student.name)!r}. Received: path={str(path)!r}"
+            )
 
 
 def _check_exportable(student):
@@ -191,8 +217,8 @@ def _input_signature(student, input_signature):
     ]
 
 
-def _write_saved_model(student, head, signature, path):
-    """A SavedModel whose `serving_default` returns the head's serving outputs."""
+def _serving_archive(student, head, signature):
+    """An export archive whose `serving_default` returns the head's serving outputs."""
 
     def serve(*inputs):
         x = inputs[0] if len(inputs) == 1 else list(inputs)
@@ -201,15 +227,7 @@ def _write_saved_model(student, head, signature, path):
     archive = keras.export.ExportArchive()
     archive.track(student)
     archive.add_endpoint("serve", serve, input_signature=signature)
-    if os.path.isdir(path) and os.listdir(path):
-        if not os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ValueError(
-                f"`path` is a directory that holds other files, not a SavedModel: "
-                "exporting would replace them. Name a new directory for the student, "
-                f"e.g. {os.path.join(str(path), student.name)!r}. Received: path={str(path)!r}"
-            )
-        shutil.rmtree(path)  # a stale export must not mix with the new one
-    archive.write_out(path, verbose=False)
+    return archive
 
 
 def _configure_quantization(converter, quantization, representative_data, signature):
@@ -218,11 +236,10 @@ def _configure_quantization(converter, quantization, representative_data, signat
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "int8":
-        rows = _calibration_rows(representative_data, signature)
+    elif quantization == "int8":  # `representative_data`: rows from `_calibration_rows`
 
         def representative_dataset():
-            for row in rows:
+            for row in representative_data:
                 yield [row[None]]
 
         converter.representative_dataset = representative_dataset
@@ -240,14 +257,21 @@ def _calibration_rows(data, signature):
             if count >= _CALIBRATION_ROWS:
                 break
         data = np.concatenate(batches) if batches else np.zeros((0,))
-    rows = np.asarray(data)[:_CALIBRATION_ROWS].astype(signature[0].dtype.as_numpy_dtype)
-    if len(rows) == 0 or rows.shape[1:] != tuple(signature[0].shape[1:]):
+    rows = as_numeric_array(data, "representative_data")
+    if rows.ndim == 0 or len(rows) == 0 or rows.shape[1:] != tuple(signature[0].shape[1:]):
         raise ValueError(
             "`representative_data` must hold training inputs of shape "
             f"(rows, {', '.join(str(d) for d in signature[0].shape[1:])}). "
             f"Received: shape={rows.shape}"
         )
-    return rows
+    return rows[:_CALIBRATION_ROWS].astype(signature[0].dtype.as_numpy_dtype)
+
+
+def _rank(value):
+    try:
+        return np.ndim(value)
+    except ValueError:  # ragged: refused with a clear message later
+        return None
 
 
 def tflite_predict(path, x):
@@ -255,10 +279,16 @@ def tflite_predict(path, x):
 
     Args:
         path: A file written by `export_student(..., format="tflite")`.
-        x: A batch of inputs (an array), or a list of arrays for several inputs.
+        x: A batch of inputs (an array, or anything `np.asarray` takes, such
+            as nested lists of rows), or a list of arrays for several inputs.
 
     Returns:
         A dict of NumPy arrays, e.g. `{"logits", "probabilities"}`.
+
+    Raises:
+        ValueError: If `path` is not a TFLite model file, or `x` does not fit
+            its inputs.
+        TypeError: If `x` does not hold numbers.
 
     Example:
 
@@ -269,7 +299,11 @@ def tflite_predict(path, x):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    path = str(path)
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(
+            f"`path` must be a .tflite file, but it is a directory. Received: path={path!r}"
+        )
     if not os.path.isfile(path):
         raise ValueError(f"`path` names no file. Received: path={path!r}")
     with open(path, "rb") as file:
@@ -288,19 +322,20 @@ def tflite_predict(path, x):
         )
     runner = interpreter.get_signature_runner("serving_default")
     names = signatures["serving_default"]["inputs"]
+    details = runner.get_input_details()
     arrays = x if isinstance(x, (list, tuple)) else [x]
+    rank = len(details[names[0]]["shape_signature"])
+    if len(names) == 1 and not (len(arrays) == 1 and _rank(arrays[0]) == rank):
+        arrays = [x]  # one input given as nested lists of rows
     if len(arrays) != len(names):
         raise ValueError(
             f"The TFLite model takes {len(names)} input(s) {names}. Received: {len(arrays)}"
         )
-    details = runner.get_input_details()
     feeds = {}
     # Signature inputs are listed by name: inputs_0, inputs_1, ... in order.
     for name, array in zip(names, arrays, strict=True):
-        array = np.asarray(array)
+        array = as_numeric_array(array, "x")
         expected = tuple(int(d) for d in details[name]["shape_signature"])
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"`x` must hold numbers. Received: dtype={array.dtype}")
         if array.ndim != len(expected) or any(
             e != -1 and e != r for e, r in zip(expected[1:], array.shape[1:], strict=True)
         ):

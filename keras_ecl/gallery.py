@@ -21,7 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ecl.utils import check_integer
+from keras_ecl import _atomic
+from keras_ecl.utils import as_numeric_array, check_integer, check_path
 
 __all__ = ["SampleGallery"]
 
@@ -49,8 +50,10 @@ class SampleGallery(keras.callbacks.Callback):
 
     Raises:
         ValueError: For a bad `every`, `anchors`, `samples` or `kind`, an `x`
-            whose rank does not fit `kind`, or (when training starts) a model
-            that is not an ECL `keras_ecl.Distiller`.
+            whose rank does not fit `kind`, a `folder` or `log_dir` that cannot
+            be written (a file, or in a read-only directory), or (when training
+            starts) a model that is not an ECL `keras_ecl.Distiller`.
+        TypeError: If `x` does not hold numbers.
 
     Example:
 
@@ -67,7 +70,10 @@ class SampleGallery(keras.callbacks.Callback):
         check_integer("samples", samples, 1)
         if kind not in KINDS:
             raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
-        x = np.asarray(x)
+        check_path("folder", folder, directory=True, inside=True)
+        if log_dir is not None:
+            check_path("log_dir", log_dir, directory=True, inside=True)
+        x = as_numeric_array(x, "x")
         if x.ndim < 2 or len(x) == 0:
             raise ValueError(
                 "`x` must be a non-empty batch of inputs, shape (batch, ...). Received: "
@@ -120,8 +126,7 @@ class SampleGallery(keras.callbacks.Callback):
         figure = _FIGURES[self.kind](real, synthetic, teacher, self.samples)
         png = _png(figure)
         path = os.path.join(self.folder, f"gallery_epoch_{epoch:03d}.png")
-        with open(path, "wb") as file:
-            file.write(png)
+        _atomic.write_bytes(path, png)
         self.paths.append(path)
         if self._writer is not None:
             with self._writer.as_default():

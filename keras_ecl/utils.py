@@ -7,15 +7,18 @@ alike across the library (docs/bad-input.md quotes them).
 
 import math
 import numbers
+import os
 
 import numpy as np
 import tensorflow as tf
 
 __all__ = [
     "PACKAGE",
+    "as_numeric_array",
     "as_numeric_tensor",
     "check_integer",
     "check_one_of",
+    "check_path",
     "check_positive",
     "check_seed",
     "check_unit_interval",
@@ -69,6 +72,52 @@ def check_seed(seed):
     """
     if seed is not None and not is_integer(seed):
         raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+
+
+def check_path(name, path, directory, inside=False):
+    """Raises a ValueError naming `name` unless `path` can be written, before any work.
+
+    Args:
+        name: The argument's name, for the message.
+        path: The file or directory to write (remote `scheme://` paths pass).
+        directory: Whether `path` is a directory (else a file).
+        inside: Whether files are written inside the directory (which then
+            must be writable itself if it exists), rather than `path` being
+            replaced whole from beside it. Defaults to False.
+    """
+    path = os.fspath(path)
+    if "://" in path:
+        return
+    received = f"Received: {name}={path!r}"
+    if directory and os.path.lexists(path) and not os.path.isdir(path):
+        raise ValueError(f"`{name}` must be a directory, but a file exists there. {received}")
+    if not directory and os.path.isdir(path):
+        raise ValueError(f"`{name}` must be a file, but a directory exists there. {received}")
+    folder = path if inside and os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"`{name}` cannot be created: {folder!r} is a file, not a directory. {received}"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`{name}` cannot be written: the directory {folder!r} is not writable. {received}"
+        )
+
+
+def as_numeric_array(value, name):
+    """`value` as a NumPy array of numbers (whatever `np.asarray` takes); a clear error if not."""
+    try:
+        array = np.asarray(value)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(
+            f"`{name}` must be an array (or nested lists of equal lengths). "
+            f"Received: {type(value).__name__} ({error})"
+        ) from error
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"`{name}` must hold numbers. Received: dtype={array.dtype}")
+    return array
 
 
 def as_numeric_tensor(value, argument):

@@ -120,6 +120,18 @@ def write(path, text):
     return path
 
 
+def folder(path):
+    path.mkdir()
+    return path
+
+
+def read_only(request, path):
+    """`path`, with `os.access` answering as for a read-only disk (root ignores chmod)."""
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setattr(os, "access", lambda _, mode: not mode & os.W_OK)
+    return path
+
+
 def saved_distiller(tmp_path):
     model = distiller()
     model.fit(X, Y, epochs=1, verbose=0)
@@ -248,12 +260,24 @@ CASES = {
     "gallery-rank": lambda _, tmp_path, __: keras_ecl.callbacks.SampleGallery(
         X, tmp_path, kind="images"
     ),
+    "gallery-folder-is-a-file": lambda _, tmp_path, __: keras_ecl.callbacks.SampleGallery(
+        X, write(tmp_path / "gallery", "mine")
+    ),
+    "gallery-log-dir-is-a-file": lambda _, tmp_path, __: keras_ecl.callbacks.SampleGallery(
+        X, tmp_path / "gallery", log_dir=write(tmp_path / "logs", "mine")
+    ),
+    "gallery-x-strings": lambda _, tmp_path, __: keras_ecl.callbacks.SampleGallery(
+        np.full(X.shape, "a"), tmp_path
+    ),
     "gallery-not-ecl": lambda d, tmp_path, __: d.fit(
         X, Y, verbose=0, callbacks=[keras_ecl.callbacks.SampleGallery(X, tmp_path)]
     ),
     # Calibration
     "calibrate-validation-data": lambda *_: keras_ecl.calibrate(mlp(), X),
     "calibrate-lengths": lambda *_: keras_ecl.calibrate(mlp(), (X, Y[:5]), verbose=0),
+    "calibrate-empty": lambda *_: keras_ecl.calibrate(mlp(), (X[:0], Y[:0]), verbose=0),
+    "calibrate-inputs-strings": lambda *_: keras_ecl.calibrate(mlp(), (np.full(X.shape, "a"), Y)),
+    "calibrate-labels-ragged": lambda *_: keras_ecl.calibrate(mlp(), (X, [[0], [1, 2]] * 16)),
     "sampler-not-fitted": lambda *_: distiller(sampler=S.GaussianMixture(2)).fit(X, Y, verbose=0),
     # Samplers
     "sampler-name": lambda *_: distiller(sampler="mixupp"),
@@ -295,6 +319,28 @@ CASES = {
     "export-non-finite-weights": lambda _, tmp_path, __: keras_ecl.export_student(
         broken_student(), tmp_path
     ),
+    "export-path-is-a-file": lambda _, tmp_path, __: keras_ecl.export_student(
+        mlp(), write(tmp_path / "student", "mine")
+    ),
+    "export-tflite-path-is-a-folder": lambda _, tmp_path, __: keras_ecl.export_student(
+        mlp(), folder(tmp_path / "student.tflite")
+    ),
+    "export-parent-is-a-file": lambda _, tmp_path, __: keras_ecl.export_student(
+        mlp(), write(tmp_path / "notes.txt", "mine") / "student"
+    ),
+    "export-parent-not-writable": lambda _, tmp_path, request: keras_ecl.export_student(
+        mlp(), read_only(request, tmp_path / "student")
+    ),
+    "export-representative-data-strings": lambda _, tmp_path, __: keras_ecl.export_student(
+        mlp(), tmp_path / "s.tflite", quantization="int8", representative_data=np.full(X.shape, "a")
+    ),
+    "tflite-path-is-a-folder": lambda _, tmp_path, __: keras_ecl.export.tflite_predict(tmp_path, X),
+    "tflite-x-strings": lambda _, __, request: keras_ecl.export.tflite_predict(
+        request.getfixturevalue("tflite_file"), np.full((2, FEATURES), "a")
+    ),
+    "tflite-x-ragged": lambda _, __, request: keras_ecl.export.tflite_predict(
+        request.getfixturevalue("tflite_file"), [[1.0, 2.0, 3.0, 4.0], [1.0]]
+    ),
     "tflite-missing-file": lambda _, tmp_path, __: keras_ecl.export.tflite_predict(
         tmp_path / "none.tflite", X
     ),
@@ -312,6 +358,12 @@ CASES = {
     ),
     "backup-dir-shared": lambda _, tmp_path, __: keras_ecl.callbacks.BackupAndRestore(
         write(tmp_path / "notes.txt", "mine").parent
+    ),
+    "backup-dir-is-a-file": lambda _, tmp_path, __: keras_ecl.callbacks.BackupAndRestore(
+        write(tmp_path / "backup", "mine")
+    ),
+    "backup-dir-not-writable": lambda _, tmp_path, request: keras_ecl.callbacks.BackupAndRestore(
+        read_only(request, tmp_path / "backup")
     ),
     # Distribution
     "tf-config": lambda _, __, request: set_tf_config(
@@ -489,6 +541,21 @@ class SubclassedStudent(keras.Model):
 
     def call(self, inputs):
         return self.dense(inputs)
+
+
+def test_lists_and_tuples_are_taken_as_arrays(tflite_file, tmp_path):
+    predict = keras_ecl.export.tflite_predict
+    expected = predict(tflite_file, X[:2])["probabilities"]
+    for rows in (X[:2].tolist(), tuple(map(tuple, X[:2].tolist())), [X[:2]]):
+        np.testing.assert_array_equal(predict(tflite_file, rows)["probabilities"], expected)
+    teacher = mlp()
+    y = np.argmax(teacher(X), axis=-1)  # its own labels, a quarter flipped: a finite temperature
+    y[::4] = (y[::4] + 1) % CLASSES
+    factors = keras_ecl.calibrate(teacher, (X, y), verbose=0).factors
+    from_lists = keras_ecl.calibrate(teacher, (X.tolist(), tuple(y.tolist())), verbose=0)
+    np.testing.assert_allclose(from_lists.factors, factors, rtol=1e-5)
+    gallery = keras_ecl.callbacks.SampleGallery(X.tolist(), tmp_path, anchors=3)
+    np.testing.assert_array_equal(gallery.x, X[:3])
 
 
 def test_a_rejected_fit_leaves_a_subclassed_student_unbuilt():
