@@ -622,7 +622,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 params["validation_data"], None, None, "validation_data", training=False
             )
         params["callbacks"] = list(params.get("callbacks") or []) + [_step_checks.StepGuard()]
-        with self._fresh_functions_after_errors():
+        with self._fresh_functions("train_function", "test_function"):
             return super().fit(**params)
 
     def evaluate(self, *args, **kwargs):
@@ -630,14 +630,16 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         params = inspect.signature(keras.Model.evaluate).bind(self, *args, **kwargs).arguments
         params.pop("self")
         extra = params.pop("kwargs", {})
-        if not extra.get("_use_cached_eval_dataset"):  # fit's validation: checked once
+        within_fit = extra.get("_use_cached_eval_dataset")  # fit's validation: checked once
+        if not within_fit:
             self._check_data(
                 params.get("x"), params.get("y"), params.get("sample_weight"), "x", training=False
             )
         callbacks = params.get("callbacks")
         if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's hold the guard
             params["callbacks"] = list(callbacks or []) + [_step_checks.StepGuard()]
-        with self._fresh_functions_after_errors():
+        # Within `fit`, whose start traced afresh already: not on every epoch.
+        with self._fresh_functions(*(() if within_fit else ("test_function",))):
             result = super().evaluate(**params, **extra)
         # Keras >= 3.13 returns Python floats; 3.12 its last step's tensors.
         if isinstance(result, dict):
@@ -647,14 +649,21 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         return _python_number(result)
 
     @contextlib.contextmanager
-    def _fresh_functions_after_errors(self):
-        """Forgets the traced step functions when a call fails.
+    def _fresh_functions(self, *names):
+        """Forgets the traced step functions `names` while the compiled metrics
+        are unbuilt, and every one when the call fails.
 
-        An error raised while Keras traces a step (or while it runs) can leave
-        its cached function half-built, so that the corrected call fails with
-        "Creating variables on a non-first call"; tracing afresh avoids it, and
-        a rejected call leaves the Distiller usable without a new `compile`.
+        Compiled metrics build on the first labelled batch, inside the traced
+        step: a function first traced on data without labels would have to
+        create them on a retrace, which `tf.function` refuses ("singleton
+        tf.Variables"). An error raised while Keras traces a step can likewise
+        leave its function half-built ("Creating variables on a non-first
+        call"). Tracing afresh avoids both, without a new `compile`.
         """
+        compiled = compat.compile_metrics(self)
+        if compiled is not None and not compiled.built:
+            for name in names:
+                setattr(self, name, None)
         try:
             yield
         except Exception:
@@ -664,7 +673,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`, after checking that `x` holds inputs (NaN allowed)."""
         _data_checks.check_predict_inputs(self, x)
-        with self._fresh_functions_after_errors():
+        with self._fresh_functions():
             return super().predict(x, *args, **kwargs)
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):

@@ -895,6 +895,21 @@ def test_label_free_fit_with_compiled_metrics_scores_labelled_validation():
     np.testing.assert_allclose(accuracy, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_a_labelled_call_after_a_label_free_one_scores_the_labels(method):
+    # The compiled metrics build on the first labelled batch inside the traced step; the
+    # step traced on unlabelled data failed to create them on its retrace (stateful_test).
+    x, y = make_data(64)
+    distiller = testing.make_distiller(compile=False, supervised_weight=0.0)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    call = getattr(distiller, method)
+    call(x, batch_size=32, verbose=0)
+    call(x, y, batch_size=32, verbose=0)
+    accuracy = distiller.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    expected = np.mean(np.argmax(distiller.predict(x, verbose=0), axis=-1) == y)
+    np.testing.assert_allclose(accuracy, expected, atol=1e-6)
+
+
 def test_an_update_that_would_make_weights_non_finite_is_skipped():
     # Adam turns finite gradients whose squares overflow (inputs x 1e20) into inf/NaN state.
     x, y = make_data(64)
