@@ -578,8 +578,6 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     def compile_from_config(self, config):
         """Keras' own (used by `keras.saving.load_model`), through this `compile`."""
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if getattr(self, "optimizer", None) is not None and self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def compile(self, *args, **kwargs):
         """`keras.Model.compile`, refusing a `loss` that expects probabilities.
@@ -602,7 +600,10 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 "from_logits=True), or no loss (the head's own). "
                 f"Received: loss={loss!r}"
             )
-        return super().compile(**params)
+        super().compile(**params)
+        if self.built and not self.optimizer.built:  # as `load_model` does: a save before
+            with self.distribute_strategy.scope():  # any fit then reloads without a warning
+                self.optimizer.build(self.trainable_variables)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, after checking the data and models eagerly.
@@ -650,16 +651,10 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
 
     @contextlib.contextmanager
     def _fresh_functions(self, *names):
-        """Forgets the traced step functions `names` while the compiled metrics
-        are unbuilt, and every one when the call fails.
-
-        Compiled metrics build on the first labelled batch, inside the traced
-        step: a function first traced on data without labels would have to
-        create them on a retrace, which `tf.function` refuses ("singleton
-        tf.Variables"). An error raised while Keras traces a step can likewise
-        leave its function half-built ("Creating variables on a non-first
-        call"). Tracing afresh avoids both, without a new `compile`.
-        """
+        """Forgets the step functions `names` while the compiled metrics are
+        unbuilt (they build on the first labelled batch, which a step traced
+        without labels cannot do on a retrace), and every one when the call
+        fails (an error while tracing leaves a step half-built)."""
         compiled = compat.compile_metrics(self)
         if compiled is not None and not compiled.built:
             for name in names:
@@ -699,7 +694,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         config.update(
             {
                 "student": keras.saving.serialize_keras_object(self.student),
-                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "teacher": teachers_lib.serialize_frozen(self.teacher),
                 "head": keras.saving.serialize_keras_object(self.head),
                 "sampler": keras.saving.serialize_keras_object(self.sampler),
                 "samples_per_example": self.samples_per_example,
@@ -719,7 +714,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         # `BackupAndRestore` would draw other synthetic inputs and dropout masks.
         super().save_own_variables(store)
         for i, state in enumerate(self.seed_states()):
-            store[f"{_SEED_STATE}{i}"] = state
+            store[f"{_SEED_STATE}{i}"] = state.numpy()  # np.asarray(variable) warns on NumPy 2
 
     def load_own_variables(self, store):
         seed_keys = [key for key in store.keys() if key.startswith(_SEED_STATE)]
