@@ -617,6 +617,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         # Only what the caller passed goes on, so Keras' defaults stay Keras'.
         params = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
         params.pop("self")
+        compat.no_dataset_shuffle(params)
         self._check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
         if params.get("validation_data") is not None:
             self._check_data(
