@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-smoke data benchmarks benchmarks-report docs test test-fast test-compat lint format clean
+.PHONY: install demo demo-smoke data benchmarks benchmarks-report docs test test-fast test-deep test-compat lint format clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ test: $(STAMP)
 ## For iteration (under 2 minutes): skips the `large` cases, few hypothesis examples.
 test-fast: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -q -n 2 -m "not large"
+
+## Nightly: long random call sequences on one Distiller and crash-safety runs, at the
+## `deep` hypothesis size (tests/conftest.py); `make test` runs both at a small size.
+test-deep: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 KERAS_ECL_DEEP=1 HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -n 2 \
+	  --hypothesis-show-statistics tests/stateful_test.py tests/crash_safety_test.py
 
 ## The compatibility subset in fresh venvs at the oldest supported stack
 ## (constraints-oldest.txt) and the newest released one (no constraints: pip

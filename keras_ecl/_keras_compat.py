@@ -190,6 +190,18 @@ def strategy_supports_no_merge_call():
     return tf.__internal__.distribute.strategy_supports_no_merge_call()
 
 
+def no_dataset_shuffle(params):
+    """`fit` arguments with `shuffle=False` for a `tf.data.Dataset`, unless the caller chose.
+
+    Keras 3.15 warns "`shuffle=True` was passed, but will be ignored" on
+    every `fit(dataset)`, from its own default `shuffle=True`: a warning the
+    user did not cause. `fit` never shuffles a dataset, so nothing else changes.
+    """
+    if isinstance(params.get("x"), tf.data.Dataset):
+        params.setdefault("shuffle", False)
+    return params
+
+
 def compile_loss(model):
     """The loss passed to `model.compile(loss=...)`, or None.
 

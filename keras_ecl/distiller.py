@@ -532,8 +532,6 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     def compile_from_config(self, config):
         """Keras' own (used by `keras.saving.load_model`), through this `compile`."""
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if getattr(self, "optimizer", None) is not None and self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def compile(self, *args, **kwargs):
         """`keras.Model.compile`, refusing a `loss` that expects probabilities.
@@ -556,7 +554,10 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 "from_logits=True), or no loss (the head's own). "
                 f"Received: loss={loss!r}"
             )
-        return super().compile(**params)
+        super().compile(**params)
+        if self.built and not self.optimizer.built:  # as `load_model` does: a save before
+            with self.distribute_strategy.scope():  # any fit then reloads without a warning
+                self.optimizer.build(self.trainable_variables)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, after checking the data and models eagerly.
@@ -570,13 +571,14 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         # Only what the caller passed goes on, so Keras' defaults stay Keras'.
         params = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
         params.pop("self")
+        compat.no_dataset_shuffle(params)
         self._check_data(params.get("x"), params.get("y"), params.get("sample_weight"), "x")
         if params.get("validation_data") is not None:
             self._check_data(
                 params["validation_data"], None, None, "validation_data", training=False
             )
         params["callbacks"] = list(params.get("callbacks") or []) + [_step_checks.StepGuard()]
-        with self._fresh_functions_after_errors():
+        with self._fresh_functions("train_function", "test_function"):
             return super().fit(**params)
 
     def evaluate(self, *args, **kwargs):
@@ -584,14 +586,16 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         params = inspect.signature(keras.Model.evaluate).bind(self, *args, **kwargs).arguments
         params.pop("self")
         extra = params.pop("kwargs", {})
-        if not extra.get("_use_cached_eval_dataset"):  # fit's validation: checked once
+        within_fit = extra.get("_use_cached_eval_dataset")  # fit's validation: checked once
+        if not within_fit:
             self._check_data(
                 params.get("x"), params.get("y"), params.get("sample_weight"), "x", training=False
             )
         callbacks = params.get("callbacks")
         if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's hold the guard
             params["callbacks"] = list(callbacks or []) + [_step_checks.StepGuard()]
-        with self._fresh_functions_after_errors():
+        # Within `fit`, whose start traced afresh already: not on every epoch.
+        with self._fresh_functions(*(() if within_fit else ("test_function",))):
             result = super().evaluate(**params, **extra)
         # Keras >= 3.13 returns Python floats; 3.12 its last step's tensors.
         if isinstance(result, dict):
@@ -601,14 +605,15 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         return _python_number(result)
 
     @contextlib.contextmanager
-    def _fresh_functions_after_errors(self):
-        """Forgets the traced step functions when a call fails.
-
-        An error raised while Keras traces a step (or while it runs) can leave
-        its cached function half-built, so that the corrected call fails with
-        "Creating variables on a non-first call"; tracing afresh avoids it, and
-        a rejected call leaves the Distiller usable without a new `compile`.
-        """
+    def _fresh_functions(self, *names):
+        """Forgets the step functions `names` while the compiled metrics are
+        unbuilt (they build on the first labelled batch, which a step traced
+        without labels cannot do on a retrace), and every one when the call
+        fails (an error while tracing leaves a step half-built)."""
+        compiled = compat.compile_metrics(self)
+        if compiled is not None and not compiled.built:
+            for name in names:
+                setattr(self, name, None)
         try:
             yield
         except Exception:
@@ -618,7 +623,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`, after checking that `x` holds inputs (NaN allowed)."""
         _data_checks.check_predict_inputs(self, x)
-        with self._fresh_functions_after_errors():
+        with self._fresh_functions():
             return super().predict(x, *args, **kwargs)
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
@@ -644,7 +649,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         config.update(
             {
                 "student": keras.saving.serialize_keras_object(self.student),
-                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "teacher": teachers_lib.serialize_frozen(self.teacher),
                 "head": keras.saving.serialize_keras_object(self.head),
                 "sampler": keras.saving.serialize_keras_object(self.sampler),
                 "samples_per_example": self.samples_per_example,
@@ -668,7 +673,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         # `BackupAndRestore` would draw other synthetic inputs and dropout masks.
         super().save_own_variables(store)
         for i, state in enumerate(self.seed_states()):
-            store[f"{_SEED_STATE}{i}"] = state
+            store[f"{_SEED_STATE}{i}"] = state.numpy()  # np.asarray(variable) warns on NumPy 2
 
     def load_own_variables(self, store):
         seed_keys = [key for key in store.keys() if key.startswith(_SEED_STATE)]

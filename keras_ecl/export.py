@@ -180,9 +180,8 @@ def _check_exportable(student):
             f"The student {student.name!r} is not built: it has no weights to export. "
             "Call it on data (or train it) first."
         )
-    bad = [
-        w.path for w in student.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(w)))
-    ]
+    # `w.numpy()`: NumPy 2 warns on `np.array` of a Keras 3.15 variable (no `copy` in `__array__`).
+    bad = [w.path for w in student.weights if not np.all(np.isfinite(w.numpy()))]
     if bad:
         raise ValueError(
             f"The student has NaN or inf weights, so it is not exported: {bad[:5]}. "

@@ -117,7 +117,7 @@ class Ensemble(keras.Model):
     def get_config(self):
         return {
             "name": self.name,
-            "members": [keras.saving.serialize_keras_object(m) for m in self.members],
+            "members": [serialize_frozen(m) for m in self.members],
             "weights": self.mixture_weights.tolist(),
             "combine": self.combine,
             "samples": self.samples,
@@ -198,6 +198,19 @@ class EnsembleHead(heads_lib.Head):
 
     def __repr__(self):
         return f"EnsembleHead({self.head!r}, members={len(self.ensemble.members)})"
+
+
+def serialize_frozen(model):
+    """`keras.saving.serialize_keras_object(model)` without the model's compile state.
+
+    A teacher is frozen, never trained again: a compiled one would reload with a
+    fresh optimizer that cannot take the saved one's state, and Keras would warn
+    "Skipping variable loading for optimizer" on every `load_model`.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    if isinstance(config, dict):
+        config.pop("compile_config", None)
+    return config
 
 
 def _check_members(members):

@@ -27,7 +27,7 @@ except RuntimeError:
     pass
 
 # Property-based tests: derandomized and without a database, so a run repeats.
-# `make test` uses "full"; `make test-fast` sets HYPOTHESIS_PROFILE=fast.
+# `make test` uses "full"; `make test-fast` sets HYPOTHESIS_PROFILE=fast, `make test-deep` "deep".
 hypothesis.settings.register_profile(
     "full",
     max_examples=60,
@@ -38,6 +38,15 @@ hypothesis.settings.register_profile(
 )
 hypothesis.settings.register_profile(
     "fast", hypothesis.settings.get_profile("full"), max_examples=8
+)
+# Nightly (`make test-deep`): many long call sequences for the state machines, new each run.
+hypothesis.settings.register_profile(
+    "deep",
+    hypothesis.settings.get_profile("full"),
+    max_examples=50,
+    stateful_step_count=30,
+    derandomize=False,  # other sequences each night; a failure prints its seed
+    print_blob=True,
 )
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
 

@@ -427,6 +427,40 @@ def test_resumed_training_matches_uninterrupted(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_distiller_with_compiled_teachers_reloads_without_warnings(tmp_path, ensemble):
+    # A frozen teacher's compile state is not saved: reloaded, its fresh optimizer met the
+    # trained one's state, and Keras warned "Skipping variable loading for optimizer".
+    x, y = make_data(64)
+    teachers = [mlp(NUM_CLASSES, units=16) for _ in range(2 if ensemble else 1)]
+    for teacher in teachers:
+        teacher.compile(optimizer="adam", loss=losses.NegativeLogLikelihood())
+        teacher.fit(x, y, epochs=1, verbose=0)
+    distiller = keras_ecl.Distiller(
+        mlp(NUM_CLASSES, units=4), teachers if ensemble else teachers[0], updates_per_batch=1
+    )
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    distiller.save(tmp_path / "distiller.keras")
+    with testing.warnings_as_errors():
+        restored = keras.saving.load_model(tmp_path / "distiller.keras")
+    np.testing.assert_allclose(
+        restored.teacher.predict(x, verbose=0), distiller.teacher.predict(x, verbose=0)
+    )
+    assert restored.optimizer.iterations.numpy() == distiller.optimizer.iterations.numpy()
+    assert teachers[0].compiled  # the user's own models keep their compile state
+
+
+def test_a_distiller_saved_before_any_fit_reloads_without_warnings(tmp_path):
+    # `load_model` builds the optimizer, which then met the saved unbuilt one's state
+    # ("Skipping variable loading for optimizer"): `compile` builds it already.
+    distiller = testing.make_distiller()
+    distiller.save(tmp_path / "distiller.keras")
+    with testing.warnings_as_errors():
+        restored = keras.saving.load_model(tmp_path / "distiller.keras")
+    assert restored.optimizer.built and len(restored.optimizer.variables) == 10  # Adam, 4 weights
+
+
 def test_config_round_trip():
     distiller = keras_ecl.Distiller(
         mlp(2, units=4),
@@ -890,6 +924,21 @@ def test_label_free_fit_with_compiled_metrics_scores_labelled_validation():
     assert "accuracy" not in history.history  # no labels to score the training batches
     assert 0 <= history.history["val_accuracy"][-1] <= 1
     # The same compiled Distiller then scores labelled data, and trains on it.
+    accuracy = distiller.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    expected = np.mean(np.argmax(distiller.predict(x, verbose=0), axis=-1) == y)
+    np.testing.assert_allclose(accuracy, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_a_labelled_call_after_a_label_free_one_scores_the_labels(method):
+    # The compiled metrics build on the first labelled batch inside the traced step; the
+    # step traced on unlabelled data failed to create them on its retrace (stateful_test).
+    x, y = make_data(64)
+    distiller = testing.make_distiller(compile=False, supervised_weight=0.0)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    call = getattr(distiller, method)
+    call(x, batch_size=32, verbose=0)
+    call(x, y, batch_size=32, verbose=0)
     accuracy = distiller.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
     expected = np.mean(np.argmax(distiller.predict(x, verbose=0), axis=-1) == y)
     np.testing.assert_allclose(accuracy, expected, atol=1e-6)

@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+from tests import testing
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -35,26 +37,28 @@ def test_documented_snippets_run_as_written_in_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "saved_models").mkdir()
     namespace = {}
-    exec(compile(readme_quickstart(), "README.md quickstart", "exec"), namespace)
-    assert (tmp_path / "saved_models" / "student.keras").exists()
-    history = namespace["distiller"].history.history
-    assert {"loss", "student_loss", "extracurricular_loss"} <= set(history)
+    # A user who runs these sees no Python warning: each would be ours to fix.
+    with testing.warnings_as_errors():
+        exec(compile(readme_quickstart(), "README.md quickstart", "exec"), namespace)
+        assert (tmp_path / "saved_models" / "student.keras").exists()
+        history = namespace["distiller"].history.history
+        assert {"loss", "student_loss", "extracurricular_loss"} <= set(history)
 
-    exec(compile(export, "docs/export.md", "exec"), namespace)
-    for name in ("student/saved_model.pb", "student.tflite", "student_int8.tflite"):
-        assert (tmp_path / "saved_models" / name).exists(), name
-    assert namespace["probabilities"].shape == (4, 3)
-    assert namespace["on_device"]["probabilities"].shape == (4, 3)
+        exec(compile(export, "docs/export.md", "exec"), namespace)
+        for name in ("student/saved_model.pb", "student.tflite", "student_int8.tflite"):
+            assert (tmp_path / "saved_models" / name).exists(), name
+        assert namespace["probabilities"].shape == (4, 3)
+        assert namespace["on_device"]["probabilities"].shape == (4, 3)
 
-    exec(compile(distributed, "docs/distribute.md", "exec"), namespace)
-    history = namespace["distiller"].history.history
-    assert len(history["extracurricular_loss"]) == 2
-    assert namespace["strategy"].num_replicas_in_sync == 1  # one CPU here: the default
+        exec(compile(distributed, "docs/distribute.md", "exec"), namespace)
+        history = namespace["distiller"].history.history
+        assert len(history["extracurricular_loss"]) == 2
+        assert namespace["strategy"].num_replicas_in_sync == 1  # one CPU here: the default
 
-    exec(compile(resume, "docs/resume.md", "exec"), namespace)
-    history = namespace["distiller"].history.history
-    assert len(history["loss"]) == 3  # no backup yet: from the start (kills: resume_test.py)
-    assert not (tmp_path / "backups" / "student").exists()  # removed at the end
+        exec(compile(resume, "docs/resume.md", "exec"), namespace)
+        history = namespace["distiller"].history.history
+        assert len(history["loss"]) == 3  # no backup yet: from the start (kills: resume_test.py)
+        assert not (tmp_path / "backups" / "student").exists()  # removed at the end
 
 
 @pytest.mark.large
@@ -62,6 +66,8 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
+            # Warnings are errors (the user would see them), but for upstream ones.
+            *(f"-W{spec}" for spec in ("error", *testing.UPSTREAM_WARNINGS)),
             str(ROOT / "examples" / "mnist1d_distillation.py"),
             "--smoke",
             "--output-dir",

@@ -243,3 +243,22 @@ def test_backup_hooks_replace_keras_private_save_and_load(tmp_path):
         "previous_metadata",
     }
     assert all(str(tmp_path) in path for path in callback.backup_paths.values())
+
+
+def dataset_fit(model):
+    x, y = testing.classification_data(32)
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=1, verbose=0)
+
+
+def test_fit_on_a_dataset_warns_nothing():
+    with testing.warnings_as_errors():
+        dataset_fit(testing.make_distiller())
+
+
+def test_dataset_shuffle_workaround_still_needed():
+    model = testing.mlp()
+    model.compile(
+        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    with pytest.warns(UserWarning, match="`shuffle=True` was passed, but will be ignored"):
+        dataset_fit(model)

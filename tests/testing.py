@@ -6,8 +6,12 @@ not by copying a test file. Models are tiny (one hidden layer of a few units)
 so that a fit takes a second.
 """
 
+import builtins
+import contextlib
 import functools
 import json
+import re
+import warnings
 
 import keras
 import numpy as np
@@ -18,6 +22,32 @@ import keras_ecl
 FEATURES = 6  # input width of every tiny model and data set
 CLASSES = 3  # classes of the classification data
 REGRESSION_OUTPUTS = 2  # outputs of the regression data (4 units: [loc, raw_scale])
+
+
+# Python warnings that neither keras_ecl nor its user causes, as `-W` filters (Python's
+# syntax: action:message start:category:module), for runs that make every other warning
+# an error:
+UPSTREAM_WARNINGS = (
+    # Keras 3.15's `Variable.__array__` takes no `copy`, so NumPy 2 warns each time Keras
+    # itself converts a variable (every `save`); hidden outside `__main__` by default.
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",
+    # TensorFlow Probability 0.25 checks TensorFlow's version with distutils at import.
+    "ignore:distutils Version classes are deprecated:DeprecationWarning:"
+    "tensorflow_probability.python",
+)
+
+
+@contextlib.contextmanager
+def warnings_as_errors():
+    """Every Python warning raised inside is an error, but for `UPSTREAM_WARNINGS`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for spec in UPSTREAM_WARNINGS:
+            action, message, category, *module = spec.split(":")
+            warnings.filterwarnings(
+                action, re.escape(message), getattr(builtins, category), *map(re.escape, module)
+            )
+        yield
 
 
 def mlp(outputs=CLASSES, units=8, inputs=FEATURES, name=None, dropout=None):
