@@ -42,6 +42,12 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
 
 
+def pytest_collection_modifyitems(items):
+    # `large` cases first (a stable sort): xdist hands tests out in this order, so
+    # the two workers share the long ones and end on short ones, together.
+    items.sort(key=lambda item: item.get_closest_marker("large") is None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
