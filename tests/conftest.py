@@ -43,8 +43,9 @@ hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
 
 
 def pytest_collection_modifyitems(items):
-    # `large` cases first (a stable sort): xdist hands tests out in this order, so
-    # the two workers share the long ones and end on short ones, together.
+    # `large` cases first (a stable sort): with `--dist worksteal` (the Makefile's)
+    # an idle worker takes half of the other's queue from its end, so the two
+    # share the long cases and end together, on short ones.
     items.sort(key=lambda item: item.get_closest_marker("large") is None)
 
 
