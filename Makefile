@@ -40,11 +40,11 @@ docs: $(STAMP)
 
 ## Every test, on both cores (CI runs this; under 10 minutes on 2 cores).
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -n 2 --durations=10
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=10
 
 ## For iteration (under 2 minutes): skips the `large` cases, few hypothesis examples.
 test-fast: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=3 HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -q -n 2 -m "not large"
+	TF_CPP_MIN_LOG_LEVEL=3 HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not large"
 
 ## Nightly: long random call sequences on one Distiller and crash-safety runs, at the
 ## `deep` hypothesis size (tests/conftest.py); `make test` runs both at a small size.

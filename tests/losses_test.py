@@ -8,6 +8,7 @@ import tensorflow as tf
 from scipy import stats
 
 from keras_ecl import heads, losses
+from tests import testing
 from tests.reference import ATOL, RTOL, laplace_kl, normal_kl, split
 from tests.reference import categorical_kl as _categorical_kl
 from tests.reference import log_softmax as _log_softmax
@@ -145,10 +146,9 @@ def test_losses_are_keras_losses():
 
 
 def test_loss_is_divided_by_replicas_under_mirrored_strategy():
-    cpus = tf.config.list_logical_devices("CPU")
-    if len(cpus) < 2:
+    if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs 2 logical CPU devices; TensorFlow was initialised too early")
-    strategy = tf.distribute.MirroredStrategy([d.name for d in cpus[:2]])
+    strategy = testing.two_replicas()  # the process' one: see its docstring
     assert strategy.num_replicas_in_sync == 2
 
     teacher, student = _data(batch=8, units=6, seed=8)

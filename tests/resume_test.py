@@ -2,9 +2,10 @@
 swapped in whole, and a run killed with SIGKILL resumes from
 `keras_ecl.callbacks.BackupAndRestore` to the very same weights.
 
-The kill tests run tests/scripts/resume_train.py in subprocesses: one run goes
+The kill test runs tests/scripts/resume_train.py in subprocesses: one run goes
 through uninterrupted, another is killed at a random point after a backup and
-started again with the same arguments.
+started again with the same arguments (a killed worker of a two-worker cluster:
+`multi_worker_test.py`).
 """
 
 import json
@@ -21,7 +22,6 @@ import numpy as np
 import pytest
 
 import keras_ecl
-from tests.multi_worker_test import cluster_env, free_ports
 from tests.testing import mlp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -224,41 +224,3 @@ def test_killed_run_resumes_from_its_backup_to_identical_weights(tmp_path):
     assert resumed["epochs_run"] == EPOCHS - backed_up, context
     assert not (tmp_path / "backup").exists()  # BackupAndRestore cleans up at the end
     assert_same_training(resumed, load(tmp_path / "uninterrupted.npz"), context)
-
-
-def start_cluster(directory, workers=None):
-    """Two workers on loopback ports, each with its own backup directory."""
-    workers = workers or [f"127.0.0.1:{port}" for port in free_ports(2)]
-    return workers, [
-        start(directory / f"worker{i}.npz", directory / f"backup{i}", cluster_env(workers, i))
-        for i in range(2)
-    ]
-
-
-@pytest.mark.large
-def test_killed_worker_restarts_and_the_cluster_completes_from_the_backup(tmp_path):
-    epoch, delay, seed = kill_point()
-    context = f"worker 1 killed {delay:.2f} s after epoch {epoch} (KERAS_ECL_KILL_SEED={seed})"
-    workers, cluster = start_cluster(tmp_path)
-    wait_for(cluster[1], f"epoch {epoch} done")
-    time.sleep(delay)
-    cluster[1].send_signal(signal.SIGKILL)
-    cluster[1].communicate(timeout=60)
-    # The survivor's next all-reduce fails once worker 1 misses its heartbeats.
-    output, _ = cluster[0].communicate(timeout=120)
-    assert cluster[0].returncode != 0 and "UnavailableError" in output, output[-3000:]
-    with open(tmp_path / "backup1" / "training_metadata.json") as file:
-        backed_up = json.load(file)["epoch"]
-    assert epoch <= backed_up < EPOCHS, context
-
-    # Both restarted with the same TF_CONFIG: they resume from their backups.
-    for process in start_cluster(tmp_path, workers)[1]:
-        finish(process)
-    first, second = (load(tmp_path / f"worker{i}.npz") for i in range(2))
-    assert first["replicas"] == 2 and first["epochs_run"] == EPOCHS - backed_up, context
-    assert_same_training(second, first, context)  # the workers agree
-    # And they end where an uninterrupted 2-worker run ends.
-    (tmp_path / "uninterrupted").mkdir()
-    for process in start_cluster(tmp_path / "uninterrupted")[1]:
-        finish(process)
-    assert_same_training(first, load(tmp_path / "uninterrupted" / "worker0.npz"), context)

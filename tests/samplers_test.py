@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from keras_ecl import samplers
+from tests import testing
 
 # Tests that compare a statistic with its expectation allow this many
 # standard errors (a chance failure has probability below 1e-6).
@@ -598,7 +599,7 @@ def test_serialization_round_trip(name):
 def test_replicas_draw_different_samples(name):
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs 2 logical CPU devices")
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = testing.two_replicas()  # the process' one: see its docstring
     with strategy.scope():
         sampler = SEEDED[name](5)
     x = np.random.default_rng(0).uniform(size=(8, 6, 6, 2)).astype("float32")

@@ -7,8 +7,9 @@ Trains a Distiller whose student has dropout and whose sampler is seeded, under
 the end of every epoch, and prints "epoch N done" as each ends. Started again
 after a kill with the same arguments, it resumes from the backup. It writes the
 student's weights, the optimizer's step counter and the epochs this process ran
-to OUTPUT_NPZ. With TF_CONFIG naming a cluster it is one worker of a
-MultiWorkerMirroredStrategy run.
+to OUTPUT_NPZ, with the last epoch's loss and the weights it started from.
+With TF_CONFIG naming a cluster it is one worker of a MultiWorkerMirroredStrategy
+run.
 """
 
 import os
@@ -34,6 +35,8 @@ class PrintEpochs(keras.callbacks.Callback):
 def main(output, backup_dir, epochs):
     tf.config.experimental.enable_op_determinism()
     strategy = keras_ecl.distribute.get_strategy()
+    if "TF_CONFIG" in os.environ:
+        assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), type(strategy)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2048, 6)).astype("float32")
     y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 1).astype("int32")
@@ -46,6 +49,7 @@ def main(output, backup_dir, epochs):
             samples_per_example=2,
         )
         distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+    initial = distiller.student.get_weights()  # before a backup is restored, if any
     history = distiller.fit(
         x,
         y,
@@ -59,7 +63,9 @@ def main(output, backup_dir, epochs):
         epochs_run=len(history.history["loss"]),
         iterations=int(distiller.optimizer.iterations.numpy()),
         replicas=strategy.num_replicas_in_sync,
+        loss=history.history["loss"][-1],
         **{f"w{i}": w for i, w in enumerate(distiller.student.get_weights())},
+        **{f"initial{i}": w for i, w in enumerate(initial)},
     )
 
 
