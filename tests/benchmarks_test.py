@@ -7,6 +7,7 @@ import math
 import pathlib
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -212,24 +213,29 @@ def test_mean_curve_steps_and_averages_over_seeds():
     assert np.isnan(curve[0]) and curve[1] == 3.0 and curve[2] == 2.0 and np.isnan(curve[3])
 
 
-def test_curve_scores_every_few_epochs_stops_at_its_budget_and_excludes_scoring_time():
+def test_curve_scores_every_few_epochs_stops_at_its_budget_and_excludes_scoring_time(monkeypatch):
     import keras
 
-    calls = []
+    # A clock that ticks 1 s per reading and 100 s per scoring: the curve's
+    # seconds are then known exactly (a wall clock under load is not).
+    now = [0.0]
+
+    def perf_counter():
+        now[0] += 1.0
+        return now[0]
 
     def score():
-        calls.append(1)
-        import time as clock
+        now[0] += 100.0  # scoring time must not count
+        return {"m": float(len(curve.points) + 1)}
 
-        clock.sleep(0.05)  # scoring time must not count
-        return {"m": float(len(calls))}
-
+    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=perf_counter))
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     curve = harness.Curve(score, every=2, budget_seconds=None)
     model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=5, verbose=0, callbacks=[curve])
     assert [p["epoch"] for p in curve.points] == [2, 4, 5]  # and the last epoch
-    assert curve.seconds < 0.15 * 5  # no 0.05 s sleeps in it
+    assert [p["seconds"] for p in curve.points] == [2.0, 4.0, 5.0]  # one tick per epoch
+    assert curve.seconds == 5.0
     budgeted = harness.Curve(score, every=100, budget_seconds=1e-9)
     model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=50, verbose=0, callbacks=[budgeted])
     assert [p["epoch"] for p in budgeted.points] == [1]  # stopped at the first epoch end
