@@ -19,6 +19,7 @@ __all__ = [
     "compile_loss",
     "configured_backend",
     "for_multi_worker_mean",
+    "forget_uncompiled",
     "is_multi_worker",
     "loss_tracker",
     "scale_loss_for_distribution",
@@ -220,6 +221,21 @@ def compile_metrics(model):
     labels must leave it out.
     """
     return model._compile_metrics
+
+
+def forget_uncompiled(model, loss, metrics, weighted_metrics):
+    """Drops the loss and metrics of an earlier `compile` that this one omits.
+
+    Keras 3.15's `compile(loss=None)` or `compile(metrics=None)` keeps the
+    previous call's `_compile_loss` / `_compile_metrics`: a recompile without
+    metrics would still log the old ones, and one without a loss (the head's
+    own likelihood, for a Distiller) would still train on the old loss.
+    """
+    if loss is None:
+        model._compile_loss = None
+        model.loss = None
+    if metrics is None and weighted_metrics is None:
+        model._compile_metrics = None
 
 
 def loss_tracker(model):

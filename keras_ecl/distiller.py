@@ -555,6 +555,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 f"Received: loss={loss!r}"
             )
         super().compile(**params)
+        compat.forget_uncompiled(self, loss, params.get("metrics"), params.get("weighted_metrics"))
         if self.built and not self.optimizer.built:  # as `load_model` does: a save before
             with self.distribute_strategy.scope():  # any fit then reloads without a warning
                 self.optimizer.build(self.trainable_variables)

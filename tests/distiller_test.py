@@ -944,6 +944,28 @@ def test_a_labelled_call_after_a_label_free_one_scores_the_labels(method):
     np.testing.assert_allclose(accuracy, expected, atol=1e-6)
 
 
+def test_a_recompile_without_metrics_or_loss_drops_the_earlier_ones():
+    # Keras 3.15 keeps the previous compile's loss and metrics when a recompile
+    # omits them (found by stateful_test at its deep size).
+    x, y = make_data(64)
+    distiller = testing.make_distiller(compile=False, mode="kd")
+    distiller.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    distiller.fit(x, y, batch_size=32, verbose=0)
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(x, y, batch_size=32, verbose=0).history
+    assert set(history) == {"loss", "student_loss", "distillation_loss"}, history
+    assert set(distiller.evaluate(x, y, verbose=0, return_dict=True)) == set(history)
+    # The supervised term is the head's own likelihood again, not the old loss.
+    distiller.compile(optimizer="adam", loss=lambda y, logits: keras.ops.ones_like(logits[:, 0]))
+    assert distiller.evaluate(x, y, verbose=0, return_dict=True)["student_loss"] == 1.0
+    distiller.compile(optimizer="adam")
+    assert distiller.evaluate(x, y, verbose=0, return_dict=True)["student_loss"] != 1.0
+
+
 def test_an_update_that_would_make_weights_non_finite_is_skipped():
     # Adam turns finite gradients whose squares overflow (inputs x 1e20) into inf/NaN state.
     x, y = make_data(64)
