@@ -23,7 +23,14 @@ import errno
 import os
 import shutil
 
-__all__ = ["SCRATCH_PREFIX", "is_scratch", "write_bytes", "write_directory", "write_file"]
+__all__ = [
+    "SCRATCH_PREFIX",
+    "is_remote",
+    "is_scratch",
+    "write_bytes",
+    "write_directory",
+    "write_file",
+]
 
 SCRATCH_PREFIX = ".keras_ecl-"
 _AT_FDCWD = -100
@@ -43,19 +50,12 @@ def write_file(path, write):
         write: A callable that writes the complete new file at the path it is
             given (e.g. `model.save_weights`, `figure.savefig`).
     """
-    path = os.fspath(path)
-    if _is_remote(path):
-        write(path)
-        return
-    scratch = _begin(path, "writing")
-    try:
-        write(scratch)
+
+    def settle(scratch, path):
         _fsync(scratch)
         os.replace(scratch, path)
-    except BaseException:
-        _remove(scratch)
-        raise
-    _fsync(os.path.dirname(os.path.abspath(path)))
+
+    _write(os.fspath(path), write, settle)
 
 
 def write_bytes(path, data):
@@ -77,13 +77,8 @@ def write_directory(path, write):
         write: A callable that creates and fills the new folder at the path it
             is given (e.g. `tf.saved_model.save`'s `export_dir`).
     """
-    path = os.fspath(path).rstrip(os.sep) or os.sep
-    if _is_remote(path):
-        write(path)
-        return
-    scratch = _begin(path, "writing")
-    try:
-        write(scratch)
+
+    def settle(scratch, path):
         for folder, _, names in os.walk(scratch):
             for name in names:
                 _fsync(os.path.join(folder, name))
@@ -92,6 +87,26 @@ def write_directory(path, write):
             _exchange(scratch, path)  # `scratch` now holds the previous folder
         else:
             os.rename(scratch, path)
+
+    _write(os.fspath(path).rstrip(os.sep) or os.sep, write, settle)
+
+
+def is_remote(path):
+    """Whether `path` names remote storage (`gs://...`), which has no rename."""
+    return "://" in os.fspath(path)
+
+
+def _write(path, write, settle):
+    """`write(scratch)`, then `settle(scratch, path)` puts it in place; any
+    failure removes the scratch, and whatever is left there afterwards (a
+    folder's previous version) goes too."""
+    if is_remote(path):
+        write(path)
+        return
+    scratch = _begin(path, "writing")
+    try:
+        write(scratch)
+        settle(scratch, path)
     except BaseException:
         _remove(scratch)
         raise
@@ -170,7 +185,3 @@ def _remove(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.unlink(path)
-
-
-def _is_remote(path):
-    return "://" in path

@@ -93,7 +93,7 @@ class BackupAndRestore(BackupAndRestoreHooks):
             )
 
     def _is_local(self):
-        return "://" not in str(self.backup_dir)
+        return not _atomic.is_remote(self.backup_dir)
 
     def write_backup(self):
         if not self._is_local():

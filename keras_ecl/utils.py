@@ -12,6 +12,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_ecl import _atomic
+
 __all__ = [
     "PACKAGE",
     "as_numeric_array",
@@ -86,7 +88,7 @@ def check_path(name, path, directory, inside=False):
             replaced whole from beside it. Defaults to False.
     """
     path = os.fspath(path)
-    if "://" in path:
+    if _atomic.is_remote(path):
         return
     received = f"Received: {name}={path!r}"
     if directory and os.path.lexists(path) and not os.path.isdir(path):
