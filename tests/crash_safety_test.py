@@ -111,6 +111,13 @@ def timed(call):
     return time.monotonic() - start
 
 
+def which_version(probabilities, expected, context, artefact):
+    """The index of the version whose predictions the artefact gives; fails if none."""
+    matches = [np.allclose(probabilities, e, atol=1e-6) for e in expected]
+    assert any(matches), f"{context}: the {artefact} at the path is neither version"
+    return matches.index(True)
+
+
 def assert_no_scratch_left(folder, write):
     """A finished write removes what killed writers left in `folder`."""
     write(0)
@@ -134,9 +141,7 @@ def test_a_killed_saved_model_export_leaves_a_whole_saved_model(tmp_path):
     def read(context):
         served = tf.saved_model.load(path).signatures["serving_default"]
         probabilities = served(tf.constant(X))["probabilities"].numpy()
-        matches = [np.allclose(probabilities, e, atol=1e-6) for e in expected]
-        assert any(matches), f"{context}: the SavedModel at the path is neither version"
-        return matches.index(True)
+        return which_version(probabilities, expected, context, "SavedModel")
 
     write(1)
     kill_while_writing(write, read, timed(lambda: write(0)))
@@ -171,9 +176,7 @@ def test_a_killed_tflite_export_leaves_a_whole_tflite_file(tmp_path, monkeypatch
 
     def read(context):
         probabilities = export.tflite_predict(path, X)["probabilities"]
-        matches = [np.allclose(probabilities, e, atol=1e-6) for e in expected]
-        assert any(matches), f"{context}: the TFLite file at the path is neither version"
-        return matches.index(True)
+        return which_version(probabilities, expected, context, "TFLite file")
 
     write(1)
     kill_while_writing(write, read, timed(lambda: write(0)))
