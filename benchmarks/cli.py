@@ -13,11 +13,15 @@ import os
 import shlex
 import sys
 
+import tensorflow as tf
+
+from benchmarks import harness
+
 RESULTS_DIR = os.path.join("benchmarks", "results")
 
 
 def parse_args(doc, configs, argv=None, add_arguments=None):
-    """The flags every benchmark takes: `--seeds`, `--smoke`, `--output`, `--add-seeds`.
+    """The flags every benchmark takes: `--seeds`, `--smoke`, `--output`, `--add-seeds`, `--clock`.
 
     `add_arguments(parser)`, if given, adds a benchmark's own flags. Returns
     the parsed arguments and the "smoke" or "full" entry of `configs`.
@@ -33,8 +37,34 @@ def parse_args(doc, configs, argv=None, add_arguments=None):
         action="store_true",
         help="add these seeds to the existing result file (same config), keeping its others",
     )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(harness.CLOCKS),
+        default="wall",
+        help="what budgets and timings read: wall-clock seconds (default) or this process's "
+        "CPU seconds, with one TensorFlow thread, for runs on a machine shared with other jobs",
+    )
     args = parser.parse_args(argv)
+    harness.use_clock(args.clock)
+    if args.clock == "cpu":
+        one_thread()
     return args, configs["smoke" if args.smoke else "full"]
+
+
+def one_thread():
+    """Runs TensorFlow on one thread, so a run's CPU seconds are the seconds it would take
+    alone (`--clock cpu`). Raises if TensorFlow already started with more."""
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(1)
+        threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already runs: fine only if on one thread
+        if threading.get_intra_op_parallelism_threads() != 1:
+            raise RuntimeError(
+                "--clock cpu needs TensorFlow on one thread, and it already started with "
+                f"{threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads. "
+                "Set TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 in the environment."
+            ) from None
 
 
 def command_line(module, argv=None):
@@ -61,6 +91,11 @@ def earlier_result(args, name, config):
         raise ValueError(
             f"--add-seeds: {path} was run with another config. "
             f"Expected: {expected}. Received: {earlier.get('config')}"
+        )
+    if earlier.get("clock", "wall") != args.clock:
+        raise ValueError(
+            f"--add-seeds: {path} was timed on another clock, so their budgets differ. "
+            f"Expected: --clock {earlier.get('clock', 'wall')}. Received: --clock {args.clock}"
         )
     return earlier
 
@@ -96,4 +131,4 @@ def run_seeds(args, name, config, run, command):
     earlier = earlier_result(args, name, config)
     per_seed, command, date = with_earlier_seeds(earlier, run(args.seeds), command)
     seeds = [entry["seed"] for entry in per_seed]
-    return per_seed, {"command": command, "date": date, "seeds": seeds}
+    return per_seed, {"command": command, "date": date, "seeds": seeds, "clock": args.clock}

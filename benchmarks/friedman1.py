@@ -195,7 +195,7 @@ def main(argv=None):
         "budget": harness.budget_result(per_seed, config, "nll", "test NLL", False),
         "per_seed": per_seed,
         "notes": [
-            *harness.budget_notes(config),
+            *harness.budget_notes(config, fields.get("clock", "wall")),
             "Why an ensemble teacher: a single 128-128-128 NLL-trained MLP was tried first "
             "and was no better than the student alone (seed 0 test RMSE 2.14 / NLL 2.29 vs "
             "ERM 2.06 / 2.18; seed 1 2.31 / 2.26 vs 1.92 / 2.13), so there was no gap to "

@@ -168,6 +168,7 @@ def main(argv=None):
         ),
         "command": cli.command_line(NAME, argv),
         "seeds": args.seeds,
+        "clock": args.clock,
         "config": dataclasses.asdict(config),
         "columns": [
             ["loc_rmse", "mean RMSE vs teacher (grid)", 3],
@@ -184,7 +185,7 @@ def main(argv=None):
         "notes": [
             f"Grid: {GRID[2]} points on [{GRID[0]}, {GRID[1]}], wider than the data. "
             f"Test: {NUM_TEST} fresh draws (x, y) from the true process on {DOMAIN}.",
-            *harness.budget_notes(config),
+            *harness.budget_notes(config, args.clock),
             "Gap closed on the grid RMSE of the mean vs the teacher (0 for the teacher): "
             "(RMSE_KD − RMSE) / RMSE_KD, the share of KD's mismatch that is removed.",
             "Test NLL: students may beat the teacher (a smoother fit can be better "

@@ -7,6 +7,7 @@ import math
 import pathlib
 import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -534,3 +535,33 @@ def test_teacher_choice_smoke_run_distils_from_three_teachers(tmp_path):
 def test_a_method_names_a_known_teacher():
     with pytest.raises(ValueError, match="teacher must be one of .*Received: 'calibrate'"):
         harness.Method("KD-x", harness.distilled("KD"), teacher="calibrate")
+
+
+def test_the_cpu_clock_ignores_time_spent_waiting(monkeypatch):
+    monkeypatch.setitem(harness._clock, "name", "wall")
+    start = harness.clock()
+    time.sleep(0.3)
+    assert harness.clock() - start >= 0.3
+    harness.use_clock("cpu")
+    start = harness.clock()
+    time.sleep(0.3)  # a machine busy with other jobs: waiting is not this run's time
+    assert harness.clock() - start < 0.1
+    with pytest.raises(ValueError, match="`clock` must be one of \\['cpu', 'wall'\\]"):
+        harness.use_clock("gpu")
+    notes = harness.budget_notes(mnist1d.CONFIGS["smoke"], "cpu")
+    assert "the process's CPU seconds (`--clock cpu`" in notes[1]
+    assert harness.budget_notes(mnist1d.CONFIGS["smoke"])[1].endswith("same machine.")
+
+
+def test_add_seeds_refuses_a_run_on_another_clock(tmp_path):
+    config = mnist1d.CONFIGS["smoke"]
+    earlier = {"config": dataclasses.asdict(config), "per_seed": []}  # no clock: wall
+    (tmp_path / "mnist1d.json").write_text(json.dumps(earlier))
+    args, _ = cli.parse_args(
+        "doc", mnist1d.CONFIGS, ["--smoke", "--add-seeds", "--output", str(tmp_path)]
+    )
+    args.clock = "cpu"
+    with pytest.raises(ValueError, match="timed on another clock.*Expected: --clock wall"):
+        cli.earlier_result(args, "mnist1d", config)
+    args.clock = "wall"
+    assert cli.earlier_result(args, "mnist1d", config)["per_seed"] == []
