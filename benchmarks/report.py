@@ -39,6 +39,8 @@ LABELS = {
     "teacher, ensemble of 3": "teachers, ensemble of 3 (keras_ecl.teachers.Ensemble)",
     "KD-ens": "student KD from the ensemble",
     "ECL-ens": "student ECL from the ensemble",
+    "KD + features": "student KD + feature matching (on real inputs)",
+    "ECL + features": "student ECL + feature matching (on extracurricular inputs)",
 }
 # The models of the budget summary, in order (those a result has).
 BUDGET_MODELS = (

@@ -565,3 +565,35 @@ def test_add_seeds_refuses_a_run_on_another_clock(tmp_path):
         cli.earlier_result(args, "mnist1d", config)
     args.clock = "wall"
     assert cli.earlier_result(args, "mnist1d", config)["per_seed"] == []
+
+
+@pytest.mark.large
+def test_features_smoke_run_matches_the_penultimate_layers_with_and_without_extracurricular(
+    tmp_path, monkeypatch
+):
+    features = importlib.import_module("benchmarks.features")
+    import keras_ecl
+
+    built = []
+
+    class Recording(keras_ecl.Distiller):
+        def __init__(self, student, teacher, **options):
+            super().__init__(student, teacher, **options)
+            built.append((student, teacher, self))
+
+    monkeypatch.setattr(keras_ecl, "Distiller", Recording)
+    argv = ["--task", "mnist1d", "--smoke", "--seeds", "0", "--output", str(tmp_path)]
+    features.main(argv)
+    saved = json.loads((tmp_path / "features_mnist1d.json").read_text())
+    assert set(saved["summary"]) == {"teacher", "KD", "KD + features", "ECL", "ECL + features"}
+    assert saved["budget"]["budgets"] == [1.0, 2.0] and saved["clock"] == "wall"
+    assert len(built) == 2  # the two runs with features; KD and ECL are built by the harness
+    for (student, teacher, distiller), mode in zip(built, ("kd", "ecl"), strict=True):
+        head_kl, term = distiller.distillation_losses
+        assert isinstance(head_kl, keras_ecl.objectives.HeadKL) and distiller.mode == mode
+        # The layers the heads read: the teacher's Flatten (2560) and the student's Dense 256.
+        assert term.teacher_layer_name == teacher.layers[-2].name
+        assert term.student_layer_name == student.layers[-2].name
+        assert term.projection.units == 2560
+        assert distiller.distillation_loss_weights == [1.0, features.FEATURE_WEIGHT]
+    assert "ECL + features" in report.markdown_section(saved)
