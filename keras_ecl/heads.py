@@ -920,13 +920,10 @@ class MultiOutput(Head):
                 f"Received: {_describe(structure)}"
             ) from None
 
-    def items(self, structure=None):
-        """`(name, key, head, weight, value)` per output, `value` from `structure`."""
-        values = None if structure is None else self._match(lambda _, v: v, structure, "outputs")
-        return [
-            (name, key, self.heads[key], self.weights[key], None if values is None else values[key])
-            for name, key in self.outputs
-        ]
+    def items(self):
+        """`(name, key, head, weight)` per output: its name in logs, its key
+        (dict) or index (list) in the outputs, its head and its weight."""
+        return [(name, key, self.heads[key], self.weights[key]) for name, key in self.outputs]
 
     def _per_output(self, method, what, *structures):
         """`method(head, name, *values)` per output, errors prefixed with the output's name."""
@@ -945,12 +942,12 @@ class MultiOutput(Head):
         return list(values)
 
     def _weighted_sum(self, values):
-        return tf.add_n([w * v for (_, _, _, w, _), v in zip(self.items(), values, strict=True)])
+        return tf.add_n([w * v for (*_, w), v in zip(self.items(), values, strict=True)])
 
     def distribution(self, outputs, argument="outputs"):
         raise ValueError(
             "A MultiOutput head holds one distribution per output: ask its `heads` "
-            f"(e.g. head.heads[{self.outputs[0][1]!r}].distribution(...)). Received: {argument}"
+            f"(e.g. head.heads[{self.outputs[0][1]!r}].distribution({argument}[...]))."
         )
 
     def kl_divergence(self, teacher_outputs, student_outputs):
@@ -1029,12 +1026,6 @@ class MultiOutput(Head):
             "heads": keras.tree.map_structure(keras.saving.serialize_keras_object, self.heads),
             "weights": self.weights,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        heads = config["heads"]
-        heads = {k: get(v) for k, v in heads.items()} if isinstance(heads, dict) else heads
-        return cls([get(h) for h in heads] if isinstance(heads, list) else heads, config["weights"])
 
 
 def _describe(structure):

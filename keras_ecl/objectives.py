@@ -308,6 +308,11 @@ class Objective:
     in mode "ecl" (`k = samples_per_example`, `r = real_weight`) and
     `term_i(real)` in mode "kd".
 
+    With a `heads.MultiOutput` head, `supervised` is the weighted sum of the
+    outputs' negative log-likelihoods (each logged as `<output>_student_loss`,
+    whatever `compile(loss=...)` trains on) and, without `distillation_losses`,
+    each output has its own `HeadKL` term, weighted by the output's weight.
+
     Args:
         distiller: The `Distiller` whose settings (mode, weights, head,
             compiled loss, optimizer step) the objective follows.
@@ -341,9 +346,9 @@ class Objective:
         # One supervised term and one KL per output of a multi-output head.
         multi = isinstance(distiller.head, heads_lib.MultiOutput)
         outputs = distiller.head.items() if multi else []
-        output_weights = [w for _, _, _, w, _ in outputs] or [1.0]
+        output_weights = [w for *_, w in outputs] or [1.0]
         if distillation_losses is None:
-            losses = [HeadKL(head, key, name) for name, key, head, _, _ in outputs]
+            losses = [HeadKL(head, key, name) for name, key, head, _ in outputs]
             losses = losses or [HeadKL(distiller.teacher_head)]
         elif isinstance(distillation_losses, (list, tuple)):
             losses = list(distillation_losses)
@@ -368,7 +373,7 @@ class Objective:
         self.supervised_loss = losses_lib.NegativeLogLikelihood(distiller.head)
         self.supervised = [
             (f"{name}_student_loss", key, losses_lib.NegativeLogLikelihood(head), weight)
-            for name, key, head, weight, _ in outputs
+            for name, key, head, weight in outputs
         ]
         # Built once; the teacher's frozen. Both run in the pass that computes the outputs.
         self.teacher_model = _feature_model(distiller.teacher, self.terms, "teacher")

@@ -1,5 +1,7 @@
 """Tests of multi-output students and teachers: `heads.MultiOutput` through the Distiller."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -204,21 +206,29 @@ def test_keras_logits_distillation_over_dict_outputs_trains_to_keras_distillers_
 def test_a_multi_output_distiller_round_trips_through_a_keras_file(tmp_path):
     x, y = data()
     distiller = keras_ecl.Distiller(
-        two_outputs("student"), two_outputs("teacher", 16), head=head_dict(box_weight=0.5)
+        two_outputs("student"),
+        two_outputs("teacher", 16),
+        head=head_dict(box_weight=0.5),
+        sampler=keras_ecl.samplers.GaussianNoise(0.3, seed=1),
+        updates_per_batch=1,
     )
     distiller.compile(optimizer="adam", metrics={"class": ["accuracy"]})
-    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    distiller.fit(x, y, batch_size=N, epochs=1, verbose=0)
     path = tmp_path / "multi.keras"
     distiller.save(path)
     restored = keras.saving.load_model(path)
     assert isinstance(restored.head, heads.MultiOutput)
     assert restored.head.weights == {"class": 1.0, "box": 0.5}
     assert restored.objective.names == distiller.objective.names
+    predicted = restored.predict(x, verbose=0)
     for key, value in distiller.predict(x, verbose=0).items():
-        np.testing.assert_allclose(restored.predict(x, verbose=0)[key], value)
+        np.testing.assert_allclose(predicted[key], value)
     before = distiller.evaluate(x, y, verbose=0, return_dict=True)
     assert restored.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(before)
     assert testing.run_serialization_test(head_dict(0.5)).weights == {"class": 1.0, "box": 0.5}
+    listed = heads.MultiOutput(["categorical", heads.Normal(min_scale=0.1)], weights=[1.0, 2.0])
+    restored = testing.run_serialization_test(listed)
+    assert restored.weights == [1.0, 2.0] and restored.heads[1].min_scale == 0.1
 
 
 def test_export_serves_every_outputs_parameters_under_its_name(tmp_path):
@@ -290,3 +300,19 @@ def test_ensembles_calibration_galleries_and_head_layers_refuse_multi_output_cle
     gallery = keras_ecl.callbacks.SampleGallery(x, str(tmp_path / "gallery"))
     with pytest.raises(ValueError, match="a multi-output Distiller has several"):
         distiller.fit(x, y, epochs=1, verbose=0, callbacks=[gallery])
+
+
+@pytest.mark.large
+def test_the_multi_output_example_runs_in_smoke_mode(tmp_path, capsys):
+    from examples import multi_output
+
+    assert multi_output.main(["--smoke", "--output-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("digit_student_loss", "ink_extracurricular_loss", "digit_accuracy"):
+        assert name in printed
+    teacher = re.search(r"^teacher\s+(0\.\d{3})\s+(\d+\.\d{3})$", printed, flags=re.M)
+    student = re.search(r"^student\s+(0\.\d{3})\s+(\d+\.\d{3})$", printed, flags=re.M)
+    assert teacher and student, printed
+    assert float(teacher[1]) > 0.5  # ten classes: far above chance after two epochs
+    assert "digit_logits, digit_probabilities, ink_loc, ink_scale" in printed
+    assert (tmp_path / "multi_output" / "saved_model.pb").exists()
