@@ -79,7 +79,10 @@ def test_the_loss_is_the_weighted_sum_of_each_outputs_single_output_loss():
     assert logs["loss"] == pytest.approx(expected_loss, rel=1e-6)
 
 
-def test_every_output_is_matched_on_the_same_synthetic_inputs():
+@pytest.mark.parametrize(
+    "jit_compile", [False, pytest.param(True, marks=pytest.mark.large)], ids=["eager", "xla"]
+)
+def test_every_output_is_matched_on_the_same_synthetic_inputs(jit_compile):
     # Two identical outputs: their KLs agree only if both saw the same draws.
     def twin_outputs(name, seed):
         keras.utils.set_random_seed(seed)
@@ -103,7 +106,7 @@ def test_every_output_is_matched_on_the_same_synthetic_inputs():
         sampler=Recording(1.0),
         supervised_weight=0.0,
     )
-    distiller.compile(optimizer="sgd")
+    distiller.compile(optimizer="sgd", jit_compile=jit_compile)
     history = distiller.fit(x, batch_size=N, epochs=2, verbose=0).history
     # The eager check of the first batch, then the one trace: one draw, for both outputs.
     assert calls == [1, 1]
