@@ -284,6 +284,28 @@ def test_multi_output_mistakes_are_refused_clearly(tmp_path):
         distiller.fit(x, {"class": y["class"] + 5, "box": y["box"]}, verbose=0)
 
 
+def test_bad_labels_in_a_later_batch_name_their_output_and_change_no_weights():
+    x, y = data()
+    bad = {"class": y["class"].copy(), "box": y["box"].copy()}
+    bad["class"][20] = 7  # the second batch of 16: unseen by the eager check
+    dataset = tf.data.Dataset.from_tensor_slices((x, bad)).batch(16)
+    distiller = keras_ecl.Distiller(
+        two_outputs("student"), two_outputs("teacher"), head=head_dict(), mode="kd"
+    )
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(
+        ValueError,
+        match=r"Labels of `x\['class'\]` in batch 2 of epoch 1 must be integer class ids in "
+        r"\[0, 3\).*Received: labels in \[0, 7\], 1 bad row\(s\). That batch changed no",
+    ):
+        distiller.fit(dataset, epochs=1, verbose=0)
+    bad["box"][20] = np.nan
+    bad["class"][20] = 0
+    dataset = tf.data.Dataset.from_tensor_slices((x, bad)).batch(16)
+    with pytest.raises(ValueError, match=r"Labels of `x\['box'\]` in batch 2 must be finite"):
+        distiller.evaluate(dataset, verbose=0)
+
+
 def test_ensembles_calibration_galleries_and_head_layers_refuse_multi_output_clearly(tmp_path):
     x, y = data()
     members = [two_outputs("a"), two_outputs("b")]
