@@ -34,9 +34,8 @@ class LabelRecord:
     """What the last batch with bad labels held, written inside the step.
 
     One float32 variable `[bad rows, lowest label, highest label, event size,
-    output]`,
-    local to each replica (`ON_READ`), so replicas write without a merge and
-    the guard reads each replica's own. It is not a Keras weight: it is not
+    output]`, local to each replica (`ON_READ`), so replicas write without a
+    merge and the guard reads each replica's own. It is not a Keras weight: it is not
     saved, and weights files keep their layout. Create it under the strategy's
     scope (the Distiller does, in `__init__`).
     """
