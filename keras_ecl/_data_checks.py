@@ -20,13 +20,9 @@ def check_models(distiller):
     head, student, teacher = distiller.head, distiller.student, distiller.teacher
 
     def event_size(model, role):
-        try:
-            outputs = model.outputs
-        except (AttributeError, ValueError):
+        outputs = symbolic_outputs(model)
+        if outputs is None:
             return None  # Subclassed or unbuilt: `fit` checks it eagerly.
-        if not outputs:
-            return None
-        outputs = outputs if len(outputs) > 1 else outputs[0]
         return head.event_size(output_shape(outputs), role)
 
     student_size = event_size(student, "student")
@@ -114,13 +110,16 @@ def check_data(distiller, x, y=None, sample_weight=None, argument="x", training=
             "supervised_weight=0 to distil from the teacher alone."
         )
     if y is not None:
-        y = np.asarray(y)
-        if y.ndim == 0:
-            raise ValueError(f"Labels of `{argument}` must have a batch axis. Received: shape=()")
-        if len(y) != len(x):
-            raise ValueError(
-                f"`{argument}` has {len(x)} inputs but {len(y)} labels: they must match."
-            )
+        y = distiller.head.label_arrays(y, argument)  # a structure for a MultiOutput head
+        for labels in keras.tree.flatten(y):
+            if labels.ndim == 0:
+                raise ValueError(
+                    f"Labels of `{argument}` must have a batch axis. Received: shape=()"
+                )
+            if len(labels) != len(x):
+                raise ValueError(
+                    f"`{argument}` has {len(x)} inputs but {len(labels)} labels: they must match."
+                )
     if sample_weight is not None:
         _check_sample_weight(sample_weight, len(x), argument, whole=training and not batched)
     check_input_shape(distiller, x.shape, argument)
@@ -146,8 +145,7 @@ def check_data(distiller, x, y=None, sample_weight=None, argument="x", training=
     if distiller.uses_teacher:
         check_same_event_size(head, teacher_size, event_size)
     if y is not None:
-        output_rank = len(shape[0] if isinstance(shape, list) else shape)
-        _check_labels(head, y, event_size, output_rank, argument)
+        _check_labels(head, y, event_size, head.output_rank(shape), argument)
     if distiller.uses_extracurricular:
         synthetic, _ = distiller.draw_extracurricular(rows, training=False)  # a fixed seed
         if not np.all(np.isfinite(synthetic)):
@@ -234,18 +232,39 @@ def _check_sample_weight(sample_weight, num_inputs, argument, whole=True):
 
 def _check_labels(head, y, event_size, output_rank, argument):
     """Numbers without NaN, then the head's own rules (`Head.check_targets`)."""
-    if y.dtype.kind not in "biuf":
-        raise TypeError(f"Labels of `{argument}` must be numbers. Received: dtype={y.dtype}")
-    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-        raise ValueError(f"Labels of `{argument}` contain NaN or inf values.")
+    for labels in keras.tree.flatten(y):
+        if labels.dtype.kind not in "biuf":
+            raise TypeError(
+                f"Labels of `{argument}` must be numbers. Received: dtype={labels.dtype}"
+            )
+        if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+            raise ValueError(f"Labels of `{argument}` contain NaN or inf values.")
     head.check_targets(y, event_size, output_rank, argument)
 
 
 def output_shape(outputs):
-    """Shape of a raw output, or a list of shapes for a `(loc, raw_scale)` pair."""
+    """Shape of a raw output, or a list (dict) of shapes for a `(loc, raw_scale)`
+    pair or a multi-output model's list (dict) of outputs."""
+    if isinstance(outputs, dict):
+        return {key: output_shape(o) for key, o in outputs.items()}
     if isinstance(outputs, (list, tuple)):
-        return [tuple(o.shape) for o in outputs]
+        return [output_shape(o) for o in outputs]
     return tuple(outputs.shape)
+
+
+def symbolic_outputs(model):
+    """A functional/Sequential model's symbolic outputs in its structure, or None."""
+    try:
+        return model.output  # the model's structure: `model.outputs` sorts a dict's keys
+    except (AttributeError, ValueError):  # a Sequential never called has `outputs` only
+        pass
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs:
+        return None
+    return outputs[0] if len(outputs) == 1 else outputs
 
 
 def input_shapes(model):

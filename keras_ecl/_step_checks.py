@@ -23,16 +23,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# What a record holds: bad rows, lowest and highest label of the batch, event size.
-_RECORD_SIZE = 4
+from keras_ecl import heads as heads_lib
+
+# What a record holds: bad rows, lowest and highest label of the batch, event size,
+# and which output of a `heads.MultiOutput` they belong to (1-based; 0: the only one).
+_RECORD_SIZE = 5
 
 
 class LabelRecord:
     """What the last batch with bad labels held, written inside the step.
 
-    One float32 variable `[bad rows, lowest label, highest label, event size]`,
-    local to each replica (`ON_READ`), so replicas write without a merge and
-    the guard reads each replica's own. It is not a Keras weight: it is not
+    One float32 variable `[bad rows, lowest label, highest label, event size,
+    output]`, local to each replica (`ON_READ`), so replicas write without a
+    merge and the guard reads each replica's own. It is not a Keras weight: it is not
     saved, and weights files keep their layout. Create it under the strategy's
     scope (the Distiller does, in `__init__`).
     """
@@ -46,7 +49,7 @@ class LabelRecord:
             aggregation=tf.VariableAggregation.SUM,
         )
 
-    def write(self, y, bad, event_size):
+    def write(self, y, bad, event_size, output=0):
         """Keeps the values of a batch with bad rows; a clean batch leaves the record.
 
         No `cond` of its own (under XLA one costs more than these few fused
@@ -57,7 +60,7 @@ class LabelRecord:
         bad_rows = tf.reduce_sum(tf.cast(bad, tf.float32))
         found = bad_rows > 0
         stats = [bad_rows, tf.reduce_min(values), tf.reduce_max(values)]
-        new = tf.stack([*stats, tf.constant(float(event_size))])
+        new = tf.stack([*stats, tf.constant(float(event_size)), tf.constant(float(output))])
         self.variable.assign(tf.where(found, new, self.variable.read_value()))
 
     def reset(self, strategy):
@@ -65,16 +68,17 @@ class LabelRecord:
             local.assign(tf.zeros([_RECORD_SIZE]))
 
     def read(self, strategy):
-        """`(bad rows, lowest, highest, event size)` over the replicas, or None if clean."""
+        """`(bad rows, lowest, highest, event size, output)` over the replicas, or None if clean."""
         rows = [np.asarray(v) for v in strategy.experimental_local_results(self.variable)]
         bad = [row for row in rows if row[0] > 0]
         if not bad:
             return None
         count = int(sum(row[0] for row in bad))
-        return count, min(row[1] for row in bad), max(row[2] for row in bad), int(bad[0][3])
+        lowest, highest = min(row[1] for row in bad), max(row[2] for row in bad)
+        return count, lowest, highest, int(bad[0][3]), int(bad[0][4])
 
 
-def check_labels(head, y, outputs, event_size, record):
+def check_labels(head, y, outputs, event_size, record, output=0):
     """Labels to train on, whether every row was valid, and how to record bad ones.
 
     Returns `(y, valid, write)`. Bool labels become 0/1 (class ids, or
@@ -82,8 +86,23 @@ def check_labels(head, y, outputs, event_size, record):
     replaced by zeros, so that no kernel fails on them; `valid` is a scalar
     bool tensor. `write()` keeps the batch's bad values in `record`: the
     training step calls it only in the branch that skips the update, so a
-    clean batch pays for the range check alone.
+    clean batch pays for the range check alone. A `heads.MultiOutput` head
+    checks each output's labels with its own head (`output`: its 1-based index).
     """
+    if isinstance(head, heads_lib.MultiOutput) and isinstance(y, (dict, list, tuple)):
+        checked = [
+            check_labels(each, y[key], outputs[key], event_size[key], record, index + 1)
+            for index, (_, key, each, _) in enumerate(head.items())
+        ]
+        keys = [key for _, key, _, _ in head.items()]
+        safe = [labels for labels, _, _ in checked]
+        safe = dict(zip(keys, safe, strict=True)) if isinstance(y, dict) else safe
+
+        def write_each():
+            for _, _, write in checked:
+                write()
+
+        return safe, tf.reduce_all([valid for _, valid, _ in checked]), write_each
     if y is None or not isinstance(y, tf.Tensor):
         return y, tf.constant(True), _nothing
     if y.dtype == tf.bool:
@@ -93,7 +112,7 @@ def check_labels(head, y, outputs, event_size, record):
     safe = tf.where(rows, tf.constant(0, y.dtype), y)
 
     def write():
-        record.write(y, bad, event_size)
+        record.write(y, bad, event_size, output)
 
     return safe, tf.logical_not(tf.reduce_any(bad)), write
 
@@ -107,7 +126,10 @@ def label_error(head, found, argument, batch, epoch=None):
 
     With an `epoch` the batch was a training one, whose update was skipped.
     """
-    count, lowest, highest, event_size = found
+    count, lowest, highest, event_size, output = found
+    if output:  # one output of a multi-output model: name it, and use its head's rule
+        _, key, head, _ = head.items()[output - 1]
+        argument = f"{argument}[{key!r}]"
     where = f"batch {batch + 1}" + ("" if epoch is None else f" of epoch {epoch + 1}")
     outcome = "That batch was not scored." if epoch is None else "That batch changed no weights."
     return ValueError(

@@ -111,7 +111,8 @@ def calibrate(teacher, validation_data, head="categorical", batch_size=256, verb
         A `Calibrated` model (the teacher, frozen, plus its factors).
 
     Raises:
-        ValueError: If `teacher` is not a Keras model, `validation_data` is
+        ValueError: If `teacher` is not a Keras model or has several outputs
+            (or `head` is a `MultiOutput`), `validation_data` is
             not `(x, y)` or a dataset of them, is empty, holds more or fewer labels
             than inputs, or the teacher's outputs on it are not finite.
         TypeError: If the inputs or labels of `validation_data` are not numbers.
@@ -129,6 +130,13 @@ def calibrate(teacher, validation_data, head="categorical", batch_size=256, verb
             f"`teacher` must be a keras.Model. Received: teacher={type(teacher).__name__}"
         )
     head = heads_lib.get(head)
+    if isinstance(head, heads_lib.MultiOutput) or _output_count(teacher) > 1:
+        raise ValueError(
+            "`calibrate` fits the factors of one output under one head. Calibrate each "
+            "output of a multi-output teacher apart, e.g. calibrate(keras.Model("
+            "teacher.inputs, teacher.output['class']), ...). Received: "
+            f"head={head!r}, teacher with {_output_count(teacher)} output(s)"
+        )
     check_integer("batch_size", batch_size, 1)
     outputs, y = _teacher_outputs(teacher, validation_data, batch_size, verbose)
     outputs = np.asarray(_combined(teacher, head, outputs), "float32")
@@ -172,6 +180,14 @@ def calibrate(teacher, validation_data, head="categorical", batch_size=256, verb
             f"{report['calibration_error_after']:.4f} ({report['rows']} rows)"
         )
     return Calibrated(teacher, head, factors, report)
+
+
+def _output_count(model):
+    """How many outputs a functional model has (1 when it has no symbolic ones)."""
+    try:
+        return len(model.outputs or [None])
+    except (AttributeError, ValueError):
+        return 1
 
 
 def _combined(teacher, head, outputs):

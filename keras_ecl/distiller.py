@@ -47,7 +47,7 @@ def _batch_size(x):
 
 
 def _split(outputs, batch_size):
-    """Splits raw outputs (a tensor or a pair) into real and synthetic rows."""
+    """Splits raw outputs (a tensor or a structure of them) into real and synthetic rows."""
     real = keras.tree.map_structure(lambda t: t[:batch_size], outputs)
     synthetic = keras.tree.map_structure(lambda t: t[batch_size:], outputs)
     return real, synthetic
@@ -103,9 +103,11 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     Metrics: `loss`, `student_loss` (supervised), `distillation_loss` (KL on
     real inputs) and `extracurricular_loss` (KL on synthetic inputs), as far as
     the mode uses them, plus the compiled metrics; with `distillation_losses`,
-    each term's own name (`feature_loss`, ...). Validation computes the same
-    terms with `training=False`, drawing its synthetic inputs from a fixed seed
-    so that `evaluate` is repeatable and does not shift the training draws.
+    each term's own name (`feature_loss`, ...); with several outputs, each
+    output's (`class_student_loss`, `box_extracurricular_loss`, ...) and
+    `compile(metrics={"class": [...]})` as in Keras. Validation computes the
+    same terms with `training=False`, drawing its synthetic inputs from a fixed
+    seed so that `evaluate` is repeatable and does not shift the training draws.
 
     Args:
         student: The `keras.Model` to train. Its output is raw head parameters
@@ -115,7 +117,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
             the student matches their mixture), or
             None for `mode="erm"`. It is frozen. Defaults to None.
         head: A `keras_ecl.heads.Head` or its name: how outputs become
-            distributions. Defaults to "categorical" (temperature 1).
+            distributions; a dict or list of them for multi-output models
+            (`heads.MultiOutput`). Defaults to "categorical" (temperature 1).
         sampler: A `keras_ecl.samplers.Sampler` or its name, used in
             `mode="ecl"`. Defaults to None: `samplers.default_sampler()`,
             `OneOf([MixUp(1.0), CutMix(1.0)])`, in "ecl".
@@ -295,11 +298,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         self.teacher = teacher
         self.head = head
         # The head of the teacher's outputs: the student's, or an ensemble's own.
-        self.teacher_head = (
-            teacher.distillation_head(self.head)
-            if hasattr(teacher, "distillation_head")
-            else self.head
-        )
+        distillation_head = getattr(teacher, "distillation_head", lambda head: head)
+        self.teacher_head = distillation_head(self.head)
         if uncertainty_weighting == "disagreement" and self.teacher_head is self.head:
             raise ValueError(
                 "uncertainty_weighting='disagreement' measures how much the members of an "

@@ -43,7 +43,9 @@ def export_student(
     `inputs`, or `inputs_0`, `inputs_1`, ... for several) and returns a
     dict: `{"logits", "probabilities"}` for a `Categorical` head,
     `{"loc", "scale"}` for `Normal` and `Laplace` (scale already through
-    softplus). Probabilities are at temperature 1: the distillation
+    softplus); for a multi-output student (`heads.MultiOutput`) each
+    output's under `<output>_<name>`, e.g. `class_probabilities`,
+    `box_loc`. Probabilities are at temperature 1: the distillation
     temperature is a training device, not part of the model.
 
     Args:

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ecl import _atomic
+from keras_ecl import heads as heads_lib
 from keras_ecl.utils import as_numeric_array, check_integer, check_path
 
 __all__ = ["SampleGallery"]
@@ -107,6 +108,12 @@ class SampleGallery(keras.callbacks.Callback):
                 "SampleGallery pictures the extracurricular inputs of a "
                 "keras_ecl.Distiller with mode='ecl'. Received: "
                 f"{type(model).__name__}" + ("" if mode is None else f" with mode={mode!r}")
+            )
+        if isinstance(model.head, heads_lib.MultiOutput):
+            raise ValueError(
+                "SampleGallery captions each draw with one output's verdict (class "
+                "probabilities, or loc and scale); a multi-output Distiller has several. "
+                f"Received: head={model.head!r}"
             )
         os.makedirs(self.folder, exist_ok=True)
         if self.log_dir is not None and self._writer is None:

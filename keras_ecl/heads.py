@@ -27,6 +27,7 @@ __all__ = [
     "Head",
     "HeadLayer",
     "Laplace",
+    "MultiOutput",
     "Normal",
     "get",
     "register",
@@ -180,6 +181,12 @@ class Head:
         Raises:
             ValueError: If the shape does not fit the head.
         """
+        if isinstance(output_shape, dict):
+            raise ValueError(
+                f"The {role}'s output does not fit {type(self).__name__}: expected one "
+                f"tensor. Received: a dict of outputs {list(output_shape)}; pass one head "
+                "per output, e.g. head={'class': 'categorical', ...}"
+            )
         output_shape = tuple(output_shape)
         if any(isinstance(dim, (list, tuple)) for dim in output_shape):
             raise ValueError(
@@ -194,6 +201,15 @@ class Head:
                 f"Received: shape={output_shape}"
             )
         return last // self.units_per_output
+
+    def output_rank(self, output_shape):
+        """Rank of the raw output (batch axis included) of shape `output_shape`."""
+        return len(output_shape[0] if isinstance(output_shape, list) else output_shape)
+
+    def label_arrays(self, y, argument):
+        """The labels `y` as a NumPy array (a structure of them for `MultiOutput`)."""
+        del argument
+        return np.asarray(y)
 
     def check_targets(self, y, event_size, output_rank, argument):
         """Checks a NumPy array of labels or targets eagerly, before training.
@@ -812,12 +828,224 @@ class Laplace(_LocationScale):
     _distribution_class = tfd.Laplace
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MultiOutput(Head):
+    """One head per output of a multi-output model, matched through `keras.tree`.
+
+    `heads` follows the models' output structure: a dict of heads for a
+    functional model with dict outputs, a list for list outputs. Each output
+    keeps its own rules (labels, layout, serving outputs); a `Distiller` with
+    this head distils and supervises every output on the same real and
+    synthetic inputs, and logs each under its name (`class_student_loss`,
+    `class_distillation_loss`, `box_extracurricular_loss`, ...; the outputs of
+    a list are named `output_0`, `output_1`, ...). `Distiller(head=dict)` or
+    `head=list` builds one with weights 1.
+
+    The weights mirror `keras.Model.compile(loss_weights=...)`: a structure
+    beside the heads, not a number inside each, so a head means the same
+    wherever it is used and a Keras user moves `loss_weights` over as it is.
+    Output `i`'s weight multiplies its supervised term and its distillation
+    term alike, as Keras' `loss_weights` multiplies an output's loss.
+
+    Uncertainty (for `selection` and `uncertainty_weighting`) is the sum of
+    the outputs' own, unweighted: for `"entropy"` the entropy of their joint
+    distribution, as the outputs are independent given the input. The
+    default `selection="auto"` keeps every draw (no selection) for a
+    multi-output head: the recipe was chosen on single classifiers; pass a
+    `Selection` to score the draws by that joint uncertainty.
+
+    Args:
+        heads: A dict or list of `keras_ecl.heads.Head`s (or their names), one
+            per model output.
+        weights: A structure like `heads` of weights >= 0, or None for 1
+            each. Defaults to None.
+
+    Example:
+
+    ```python
+    head = keras_ecl.heads.MultiOutput(
+        {"class": keras_ecl.heads.Categorical(), "box": keras_ecl.heads.Normal()},
+        weights={"class": 1.0, "box": 0.5},
+    )
+    distiller = keras_ecl.Distiller(student, teacher, head=head)
+    distiller.compile(optimizer="adam", metrics={"class": ["accuracy"]})
+    distiller.fit(x, {"class": labels, "box": targets})
+    ```
+    """
+
+    event_name = "values per output"
+
+    def __init__(self, heads, weights=None):
+        if isinstance(heads, dict) and heads and all(isinstance(k, str) for k in heads):
+            self.heads = {key: get(head) for key, head in heads.items()}
+            names = list(self.heads)
+        elif isinstance(heads, (list, tuple)) and heads:
+            self.heads = [get(head) for head in heads]
+            names = [f"output_{i}" for i in range(len(heads))]
+        else:
+            raise ValueError(
+                "`heads` must be a non-empty dict (with string keys) or list of heads, one per "
+                f"model output. Received: heads={heads!r}"
+            )
+        if any(isinstance(head, MultiOutput) for head in keras.tree.flatten(self.heads)):
+            raise ValueError(f"`heads` must not nest a MultiOutput. Received: heads={heads!r}")
+        if weights is None:
+            weights = keras.tree.map_structure(lambda _: 1.0, self.heads)
+        self.weights = self._match(lambda _, w: w, weights, "`weights`")
+        flat_weights = keras.tree.flatten(self.weights)
+        if not all(is_number(w) and 0 <= w < float("inf") for w in flat_weights):
+            raise ValueError(
+                f"`weights` must be finite numbers >= 0. Received: weights={weights!r}"
+            )
+        self.weights = keras.tree.map_structure(float, self.weights)
+        keys = list(self.heads) if isinstance(self.heads, dict) else range(len(self.heads))
+        self.outputs = list(zip(names, keys, strict=True))
+
+    def _match(self, fn, structure, what):
+        """`fn(head, value)` for each head and its value in `structure`, in the
+        heads' structure; an error naming `what` if `structure` does not follow it."""
+        if isinstance(structure, tuple) and not any(
+            keras.tree.is_nested(v) or hasattr(v, "shape") for v in structure
+        ):
+            structure = tf.TensorShape(structure)  # one tensor's shape, a leaf
+        try:
+            return keras.tree.map_structure_up_to(self.heads, fn, self.heads, structure)
+        except (TypeError, ValueError, KeyError) as error:
+            if str(error).startswith("Output "):  # a head's own error, already named
+                raise
+            layout = list(self.heads) if isinstance(self.heads, dict) else len(self.heads)
+            kind = "a dict with keys" if isinstance(self.heads, dict) else "a list of length"
+            raise ValueError(
+                f"{what} must follow the model's outputs, as `head` does: {kind} {layout}. "
+                f"Received: {_describe(structure)}"
+            ) from None
+
+    def items(self):
+        """`(name, key, head, weight)` per output: its name in logs, its key
+        (dict) or index (list) in the outputs, its head and its weight."""
+        return [(name, key, self.heads[key], self.weights[key]) for name, key in self.outputs]
+
+    def _per_output(self, method, what, *structures):
+        """`method(head, name, *values)` per output, errors prefixed with the output's name."""
+        values = [self._match(lambda _, v: v, s, what) for s in structures]
+        results = []
+        for name, key in self.outputs:
+            try:
+                results.append(method(self.heads[key], name, *(v[key] for v in values)))
+            except ValueError as error:
+                raise ValueError(f"Output {name!r}: {error}") from None
+        return results
+
+    def _pack(self, values):
+        if isinstance(self.heads, dict):
+            return dict(zip(self.heads, values, strict=True))
+        return list(values)
+
+    def _weighted_sum(self, values):
+        return tf.add_n([w * v for (*_, w), v in zip(self.items(), values, strict=True)])
+
+    def distribution(self, outputs, argument="outputs"):
+        raise ValueError(
+            "A MultiOutput head holds one distribution per output: ask its `heads` "
+            f"(e.g. head.heads[{self.outputs[0][1]!r}].distribution({argument}[...]))."
+        )
+
+    def kl_divergence(self, teacher_outputs, student_outputs):
+        """The weighted sum of the outputs' KL(teacher ‖ student), per example."""
+        kls = self._per_output(
+            lambda h, _, t, s: h.kl_divergence(t, s),
+            "The outputs",
+            teacher_outputs,
+            student_outputs,
+        )
+        return self._weighted_sum(kls)
+
+    def negative_log_likelihood(self, y, outputs):
+        """The weighted sum of the outputs' negative log-likelihoods, per example."""
+        nlls = self._per_output(
+            lambda h, _, t, o: h.negative_log_likelihood(t, o), "`y`", y, outputs
+        )
+        return self._weighted_sum(nlls)
+
+    def uncertainty(self, outputs, measure="entropy"):
+        """The sum of the outputs' uncertainties (their joint entropy for "entropy")."""
+        values = self._per_output(lambda h, _, o: h.uncertainty(o, measure), "The outputs", outputs)
+        return tf.add_n(values)
+
+    def serving_outputs(self, outputs):
+        """One flat dict, `<output>_<name>`: a SavedModel signature takes no nesting."""
+        served = self._per_output(lambda h, _, o: h.serving_outputs(o), "The outputs", outputs)
+        return {
+            f"{name}_{key}": value
+            for (name, _), each in zip(self.outputs, served, strict=True)
+            for key, value in each.items()
+        }
+
+    def point_prediction(self, outputs):
+        return self._match(lambda h, o: h.point_prediction(o), outputs, "The outputs")
+
+    def event_size(self, output_shape, role="model"):
+        """The event size of each output, in the heads' structure."""
+        what = f"The {role}'s outputs"
+        return self._pack(
+            self._per_output(lambda h, _, s: h.event_size(s, role), what, output_shape)
+        )
+
+    def output_rank(self, output_shape):
+        return self._pack(
+            self._per_output(lambda h, _, s: h.output_rank(s), "The outputs", output_shape)
+        )
+
+    def label_arrays(self, y, argument):
+        return self._match(lambda _, v: np.asarray(v), y, f"Labels of `{argument}`")
+
+    def check_targets(self, y, event_size, output_rank, argument):
+        for _, key in self.outputs:
+            where = f"{argument}[{key!r}]"
+            self.heads[key].check_targets(y[key], event_size[key], output_rank[key], where)
+
+    def check_outputs(self, outputs, role, argument):
+        self._per_output(
+            lambda h, _, o: h.check_outputs(o, role, argument), f"The {role}'s outputs", outputs
+        )
+
+    def output_units(self, event_size):
+        raise ValueError(
+            "A HeadLayer gives one output the layout of one head; a MultiOutput head has "
+            f"several. Build one HeadLayer per output. Received: head={self!r}"
+        )
+
+    def calibration_size(self, event_size):
+        raise ValueError(
+            "`calibrate` fits one head's outputs; calibrate each output of a multi-output "
+            f"teacher apart. Received: head={self!r}"
+        )
+
+    def get_config(self):
+        return {
+            "heads": keras.tree.map_structure(keras.saving.serialize_keras_object, self.heads),
+            "weights": self.weights,
+        }
+
+
+def _describe(structure):
+    if isinstance(structure, dict):
+        return f"a dict with keys {list(structure)}"
+    if isinstance(structure, (list, tuple)):
+        return f"a {type(structure).__name__} of length {len(structure)}"
+    shape = (
+        structure if isinstance(structure, tf.TensorShape) else getattr(structure, "shape", None)
+    )
+    return repr(structure) if shape is None else f"one tensor of shape {tuple(shape)}"
+
+
 def get(identifier):
     """Returns a head from an instance, a name or a serialized config.
 
     Args:
         identifier: A `Head`, one of `"categorical"`, `"normal"`, `"laplace"`,
-            or a dict from `keras.saving.serialize_keras_object`.
+            a dict from `keras.saving.serialize_keras_object`, or a dict or
+            list of them, one per model output (a `MultiOutput`).
 
     Returns:
         A `Head` instance.
@@ -833,11 +1061,7 @@ def get(identifier):
     """
     serialized = isinstance(identifier, dict) and "class_name" in identifier
     if isinstance(identifier, (list, tuple)) or (isinstance(identifier, dict) and not serialized):
-        raise ValueError(
-            "`head` must be one keras_ecl.heads.Head: one head per output of a multi-output "
-            "model is not supported yet. Received: "
-            f"head={identifier!r}"
-        )
+        return MultiOutput(identifier)
     return HEADS.get(identifier)
 
 

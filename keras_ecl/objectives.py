@@ -12,6 +12,7 @@ pass that computes the outputs.
 import keras
 import tensorflow as tf
 
+from keras_ecl import _data_checks
 from keras_ecl import _keras_compat as compat
 from keras_ecl import heads as heads_lib
 from keras_ecl import losses as losses_lib
@@ -52,6 +53,8 @@ class Term:
     # The layers whose outputs the term compares; None: the models' outputs.
     teacher_layer_name = None
     student_layer_name = None
+    # The key of one output of a multi-output model it compares; None: all.
+    output = None
 
     def __init__(self, name="distillation_loss"):
         self.name = name
@@ -72,10 +75,16 @@ class HeadKL(Term):
     """The default term: mean KL(teacher ‖ student) of the head's distributions.
 
     Sample weights, and on extracurricular inputs the teacher's uncertainty
-    weights, weight it per example.
+    weights, weight it per example. With `output`, it compares that output of
+    multi-output models only, logged as `<name>_distillation_loss` and
+    `<name>_extracurricular_loss` (one per output of a `heads.MultiOutput`).
 
     Args:
         head: The `keras_ecl.heads.Head` of the teacher's outputs.
+        output: The key (dict) or index (list) of one output of multi-output
+            models, or None for the models' outputs. Defaults to None.
+        output_name: What the output is called in the logs. Defaults to None:
+            `output` itself.
 
     Example:
 
@@ -85,27 +94,35 @@ class HeadKL(Term):
     ```
     """
 
-    def __init__(self, head):
-        super().__init__("distillation_loss")
+    def __init__(self, head, output=None, output_name=None):
+        self.output_name = output if output_name is None else output_name
+        self.prefix = "" if output is None else f"{self.output_name}_"
+        super().__init__(f"{self.prefix}distillation_loss")
         self.head = heads_lib.get(head)
         self.kl = losses_lib.DistributionKL(self.head)
+        self.output = output
 
     @property
     def synthetic_name(self):
         # Its name from before there were other terms.
-        if self.name == "distillation_loss":
-            return "extracurricular_loss"
+        if self.name == f"{self.prefix}distillation_loss":
+            return f"{self.prefix}extracurricular_loss"
         return super().synthetic_name
 
     def __call__(self, teacher_outputs, student_outputs, sample_weight=None):
         return self.kl(teacher_outputs, student_outputs, sample_weight)
 
     def get_config(self):
-        return {"head": keras.saving.serialize_keras_object(self.head)}
+        return {
+            "head": keras.saving.serialize_keras_object(self.head),
+            "output": self.output,
+            "output_name": self.output_name,
+        }
 
     @classmethod
     def from_config(cls, config):
-        return cls(heads_lib.get(config["head"]))
+        config = dict(config)
+        return cls(heads_lib.get(config.pop("head")), **config)
 
 
 class KerasTerm(Term):
@@ -229,7 +246,7 @@ def _feature_model(model, terms, role):
     if not layer_names:
         return None
     try:
-        inputs, outputs = model.inputs, model.outputs
+        inputs = model.inputs
     except (AttributeError, ValueError):
         inputs = None
     if not inputs:
@@ -238,7 +255,7 @@ def _feature_model(model, terms, role):
             f"or Sequential model with an Input. Received: {role}={type(model).__name__} "
             "without symbolic inputs"
         )
-    features = {OUTPUTS: outputs[0] if len(outputs) == 1 else outputs}
+    features = {OUTPUTS: _data_checks.symbolic_outputs(model)}
     for name in layer_names:
         try:
             features[name] = model.get_layer(name).output
@@ -263,6 +280,11 @@ def _term(loss):
     )
 
 
+def _pick(features, key, output):
+    """The features under `key`, or one output (`Term.output`) of them."""
+    return features[key] if output is None else features[key][output]
+
+
 def _weights(weights, count):
     """`distillation_loss_weights` as floats, one finite weight >= 0 per term."""
     if weights is None:
@@ -285,6 +307,11 @@ class Objective:
     where each `term_i` is `(r * term_i(real) + k * term_i(synthetic)) / (r + k)`
     in mode "ecl" (`k = samples_per_example`, `r = real_weight`) and
     `term_i(real)` in mode "kd".
+
+    With a `heads.MultiOutput` head, `supervised` is the weighted sum of the
+    outputs' negative log-likelihoods (each logged as `<output>_student_loss`,
+    whatever `compile(loss=...)` trains on) and, without `distillation_losses`,
+    each output has its own `HeadKL` term, weighted by the output's weight.
 
     Args:
         distiller: The `Distiller` whose settings (mode, weights, head,
@@ -316,8 +343,13 @@ class Objective:
 
     def __init__(self, distiller, distillation_losses=None, distillation_loss_weights=None):
         self.distiller = distiller
+        # One supervised term and one KL per output of a multi-output head.
+        multi = isinstance(distiller.head, heads_lib.MultiOutput)
+        outputs = distiller.head.items() if multi else []
+        output_weights = [w for *_, w in outputs] or [1.0]
         if distillation_losses is None:
-            losses = [HeadKL(distiller.teacher_head)]
+            losses = [HeadKL(head, key, name) for name, key, head, _ in outputs]
+            losses = losses or [HeadKL(distiller.teacher_head)]
         elif isinstance(distillation_losses, (list, tuple)):
             losses = list(distillation_losses)
         else:
@@ -326,7 +358,11 @@ class Objective:
             if isinstance(loss, keras.distillation.DistillationLoss):
                 loss.validate_model_compatibility(distiller.teacher, distiller.student)
         self.terms = [_term(loss) for loss in losses]
-        self.weights = _weights(distillation_loss_weights, len(self.terms))
+        if distillation_losses is None:  # a weight for the KL, times each output's
+            weight = _weights(distillation_loss_weights, 1)[0]
+            self.weights = [weight * w for w in output_weights]
+        else:
+            self.weights = _weights(distillation_loss_weights, len(self.terms))
         seen = set()
         for term in self.terms:  # each logged under a name of its own
             base, count = term.name, 1
@@ -335,6 +371,10 @@ class Objective:
                 term.name = f"{base}_{count}"
             seen.add(term.name)
         self.supervised_loss = losses_lib.NegativeLogLikelihood(distiller.head)
+        self.supervised = [
+            (f"{name}_student_loss", key, losses_lib.NegativeLogLikelihood(head), weight)
+            for name, key, head, weight in outputs
+        ]
         # Built once; the teacher's frozen. Both run in the pass that computes the outputs.
         self.teacher_model = _feature_model(distiller.teacher, self.terms, "teacher")
         self.student_model = _feature_model(distiller.student, self.terms, "student")
@@ -360,7 +400,7 @@ class Objective:
     def names(self):
         """The names of the terms a step logs, besides `loss`."""
         d = self.distiller
-        names = ["student_loss"] if d.uses_labels else []
+        names = ["student_loss", *(s[0] for s in self.supervised)] if d.uses_labels else []
         for term in self.terms if d.uses_teacher else []:
             names += [term.name] if d.teacher_sees_real else []
             names += [term.synthetic_name] if d.uses_extracurricular else []
@@ -426,10 +466,16 @@ class Objective:
         (real, synthetic), (teacher_real, teacher_synthetic) = outputs, teacher
         logs = {}
         if d.uses_labels:
+            # Per output, the head's negative log-likelihood (Keras logs a
+            # compiled loss's own per output, as `<output>_loss`).
+            for name, key, nll, _ in self.supervised:
+                logs[name] = nll(y[key], real[OUTPUTS][key], sample_weight)
             supervised_loss = compat.compile_loss(d)
-            if supervised_loss is None:
-                supervised_loss = self.supervised_loss
-            logs["student_loss"] = supervised_loss(y, real[OUTPUTS], sample_weight)
+            if supervised_loss is not None or not self.supervised:
+                supervised_loss = supervised_loss or self.supervised_loss
+                logs["student_loss"] = supervised_loss(y, real[OUTPUTS], sample_weight)
+            else:
+                logs["student_loss"] = tf.add_n([w * logs[n] for n, _, _, w in self.supervised])
         loss = logs.get("student_loss")
         if d.uses_teacher:
             k, r = float(d.samples_per_example), d.real_weight
@@ -440,11 +486,17 @@ class Objective:
                 t_key = term.teacher_layer_name or OUTPUTS
                 s_key = term.student_layer_name or OUTPUTS
                 if teacher_real is not None:
-                    value = term(teacher_real[t_key], real[s_key], sample_weight)
+                    value = term(
+                        _pick(teacher_real, t_key, term.output),
+                        _pick(real, s_key, term.output),
+                        sample_weight,
+                    )
                     logs[term.name] = value
                 if d.uses_extracurricular:
                     on_synthetic = term(
-                        teacher_synthetic[t_key], synthetic[s_key], synthetic_weight
+                        _pick(teacher_synthetic, t_key, term.output),
+                        _pick(synthetic, s_key, term.output),
+                        synthetic_weight,
                     )
                     logs[term.synthetic_name] = on_synthetic
                     value = k * on_synthetic

@@ -108,7 +108,13 @@ class Ensemble(keras.Model):
 
     def distillation_head(self, head):
         """The head the Distiller uses on this teacher's stacked outputs."""
-        return EnsembleHead(heads_lib.get(head), self)
+        head = heads_lib.get(head)
+        if isinstance(head, heads_lib.MultiOutput):
+            raise ValueError(
+                "An Ensemble teacher mixes one output per member, so it takes one head, not "
+                f"one per output (a MultiOutput). Received: head={head!r}"
+            )
+        return EnsembleHead(head, self)
 
     def next_seed(self):
         """A fresh stateless seed for the Monte-Carlo draws, different on every replica."""
@@ -228,6 +234,14 @@ def _check_members(members):
     if len({id(m) for m in members}) < len(members):
         raise ValueError("`members` holds the same model twice. Pass each member once.")
     layouts = [_layout(m) for m in members]
+    for index, layout in enumerate(layouts):
+        if layout is not None and len(layout[1]) > 1:
+            raise ValueError(
+                "Ensemble members must output one tensor: the ensemble mixes one output "
+                "distribution per member. Distil a multi-output teacher as it is, or build "
+                "an ensemble per output (e.g. keras.Model(m.inputs, m.output['class'])). "
+                f"Received: `members[{index}]` with {len(layout[1])} outputs"
+            )
     known = [(i, layout) for i, layout in enumerate(layouts) if layout is not None]
     for index, layout in known[1:]:
         if layout != known[0][1]:

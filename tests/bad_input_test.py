@@ -110,6 +110,18 @@ def named_inputs_mlp(units=8):
     return keras.Model({"features": inputs}, keras.layers.Dense(CLASSES)(hidden))
 
 
+def two_outputs(units=8):
+    """A functional model with dict outputs: class logits and a `[loc, raw_scale]` box."""
+    inputs = keras.Input((FEATURES,))
+    hidden = keras.layers.Dense(units, activation="relu")(inputs)
+    box = keras.layers.Dense(2)(hidden)
+    return keras.Model(inputs, {"class": keras.layers.Dense(CLASSES)(hidden), "box": box})
+
+
+MULTI_HEAD = {"class": "categorical", "box": "normal"}
+MULTI_Y = {"class": Y, "box": X[:, :1]}
+
+
 def shared_layers_student():
     teacher = mlp(units=16)
     return keras.Sequential([keras.Input((FEATURES,)), *teacher.layers]), teacher
@@ -369,6 +381,18 @@ CASES = {
     "tf-config": lambda _, __, request: set_tf_config(
         request.getfixturevalue("monkeypatch"), "{not json"
     ),
+    # Multi-output models
+    "multi-output-one-head": lambda *_: distiller(student=two_outputs(), teacher=two_outputs(16)),
+    "multi-output-heads-one-output": lambda *_: distiller(head=MULTI_HEAD),
+    "multi-output-labels-structure": lambda d, *_: d.fit(X, Y, verbose=0),
+    "multi-output-labels-later-batch": lambda d, *_: d.fit(
+        tf.data.Dataset.from_tensor_slices(
+            (X, {**MULTI_Y, "class": with_bad_label(Y, 12, 7)})
+        ).batch(8),
+        verbose=0,
+    ),
+    "multi-output-ensemble": lambda *_: keras_ecl.teachers.Ensemble([two_outputs(), two_outputs()]),
+    "multi-output-calibrate": lambda *_: keras_ecl.calibrate(two_outputs(), (X, Y)),
 }
 
 
@@ -383,6 +407,10 @@ DISTILLERS = {
     "kd-dict-inputs-labels": lambda: distiller(
         student=named_inputs_mlp(), teacher=named_inputs_mlp(16), mode="kd", sampler=None
     ),
+    **{
+        case: lambda: distiller(student=two_outputs(), teacher=two_outputs(16), head=MULTI_HEAD)
+        for case in ("multi-output-labels-structure", "multi-output-labels-later-batch")
+    },
 }
 # The corrected call of a case whose Distiller cannot take `fit(X, Y)`; for a
 # wrong model the correction is a right Distiller, so there is none to call.
@@ -391,6 +419,8 @@ CORRECTED = {
     "teacher-softmax": None,
     "student-softmax": None,
     "normal-head-probabilities": None,
+    "multi-output-labels-structure": lambda d: d.fit(X, MULTI_Y, verbose=0),
+    "multi-output-labels-later-batch": lambda d: d.fit(X, MULTI_Y, verbose=0),
 }
 
 

@@ -363,21 +363,6 @@ def test_a_custom_term_is_evaluated_weighted_and_logged():
     assert logs["loss"] == pytest.approx(3.0 * l1, rel=1e-5)
 
 
-def two_outputs(name):
-    inputs = keras.Input((testing.FEATURES,))
-    hidden = keras.layers.Dense(8, activation="relu")(inputs)
-    outputs = {"class": keras.layers.Dense(3)(hidden), "box": keras.layers.Dense(4)(hidden)}
-    return keras.Model(inputs, outputs, name=name)
-
-
-def test_multi_output_models_are_refused_clearly():
-    teacher, student = two_outputs("teacher"), two_outputs("student")
-    with pytest.raises(ValueError, match="The student's output does not fit Categorical"):
-        keras_ecl.Distiller(student, teacher)
-    with pytest.raises(ValueError, match="one head per output of a multi-output model is not"):
-        keras_ecl.Distiller(student, teacher, head={"class": "categorical", "box": "normal"})
-
-
 def test_keras_argument_order_is_caught():
     teacher, student = testing.mlp(units=16), testing.mlp()
     loss = keras.distillation.LogitsDistillation()
