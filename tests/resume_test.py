@@ -157,9 +157,9 @@ def test_keras_own_callback_cannot_resume_after_the_same_kill(tmp_path, monkeypa
         )
 
 
-def start(output, backup_dir, env=None):
+def start(output, backup_dir, env=None, rows=2048):
     return subprocess.Popen(
-        [sys.executable, *SCRIPT, str(output), str(backup_dir), str(EPOCHS)],
+        [sys.executable, *SCRIPT, str(output), str(backup_dir), str(EPOCHS), str(rows)],
         cwd=ROOT,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})},
         stdout=subprocess.PIPE,

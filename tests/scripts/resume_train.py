@@ -1,13 +1,15 @@
 """An ECL run with `keras_ecl.callbacks.BackupAndRestore`, to be killed and restarted.
 
-Usage: python -m tests.scripts.resume_train OUTPUT_NPZ BACKUP_DIR EPOCHS (from the repository root)
+Usage (from the repository root):
+    python -m tests.scripts.resume_train OUTPUT_NPZ BACKUP_DIR EPOCHS [ROWS]
 
 Trains a Distiller whose student has dropout and whose sampler is seeded, under
 `tf.config.experimental.enable_op_determinism()` and fixed seeds, with a backup at
 the end of every epoch, and prints "epoch N done" as each ends. Started again
 after a kill with the same arguments, it resumes from the backup. It writes the
 student's weights, the optimizer's step counter and the epochs this process ran
-to OUTPUT_NPZ, with the last epoch's loss and the weights it started from.
+to OUTPUT_NPZ, with the last epoch's loss and the weights it started from. It
+trains on ROWS rows (2048 by default), in batches of 32.
 With TF_CONFIG naming a cluster it is one worker of a MultiWorkerMirroredStrategy
 run.
 """
@@ -32,13 +34,13 @@ class PrintEpochs(keras.callbacks.Callback):
         print(f"epoch {epoch + 1} done", flush=True)
 
 
-def main(output, backup_dir, epochs):
+def main(output, backup_dir, epochs, rows=2048):
     tf.config.experimental.enable_op_determinism()
     strategy = keras_ecl.distribute.get_strategy()
     if "TF_CONFIG" in os.environ:
         assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), type(strategy)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(2048, 6)).astype("float32")
+    x = rng.normal(size=(rows, 6)).astype("float32")
     y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 1).astype("int32")
     keras.utils.set_random_seed(0)
     with strategy.scope():
@@ -70,4 +72,4 @@ def main(output, backup_dir, epochs):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(*sys.argv[1:3], *map(int, sys.argv[3:]))
