@@ -510,9 +510,45 @@ def speed_section(result):
             f"- {label}: **{value:.3f}**" for label, value in result["ratios"][jit].items()
         )
         parts.append(f"### jit_compile={jit}\n\n{table}\n\n{ratio_lines}")
+    if "keras_parity" in result:
+        parts.append(keras_parity_section(result))
     if "check_cost" in result:
         parts.append(check_cost_section(result))
     return "\n\n".join(parts)
+
+
+def keras_parity_section(result):
+    """KD (ours) against `keras.distillation.Distiller`: per-round ratios, per clock."""
+    config = result["config"]
+    rows = []
+    for jit, pairs in result["keras_parity"].items():
+        for timed in pairs.values():
+            for level, shown in [
+                ("fit, one epoch", "fit"),
+                (f"train_step × {config['steps_per_round']}", "train_step"),
+            ]:
+                ratios = timed[shown]
+                rows.append(
+                    [jit, timed["batch_size"], level, ratios["rounds"]]
+                    + [
+                        f"{ratios[clock]['median']:.3f} "
+                        f"[{ratios[clock]['q25']:.3f}, {ratios[clock]['q75']:.3f}]"
+                        for clock in ("wall", "cpu")
+                    ]
+                )
+    headers = ["jit_compile", "batch", "timed", "rounds", "wall clock", "CPU time"]
+    return (
+        "### KD (ours) / `keras.distillation.Distiller`, head to head\n\n"
+        'The two Distillers of the table above (ours with `mode="kd"`, a '
+        "`Categorical(temperature)` head and `supervised_weight`; Keras' with "
+        "`LogitsDistillation` at the same temperature and `student_loss_weight`), timed "
+        "against each other in interleaved rounds: each round runs one `fit` epoch of "
+        "each in a shuffled order, or calls each one's compiled train function on one "
+        "batch alternately, call by call, in a shuffled order. A figure is the median "
+        "of the per-round ratios ours / Keras' [interquartile range], on the wall clock "
+        "and on the CPU time of the process (which other jobs on a shared machine "
+        "inflate less); below 1, ours is faster.\n\n" + markdown_table(headers, rows)
+    )
 
 
 def check_cost_section(result):

@@ -22,8 +22,17 @@ variant's train function, in a shuffled order, and a figure is the median over
 rounds of the per-round ratio. The bare step is timed the same way, call by
 call (`_step_seconds`): `fit`'s own noise hides a cost of one or two per cent.
 
-Run `python -m benchmarks.speed` from the repository root (about 20 minutes on 2 CPU cores),
-or with `--smoke` for a check of a few seconds.
+Our KD is timed against Keras' Distiller head to head the same way
+(`measure_keras_parity`): the models of the table above, one `fit` epoch each
+per round in a shuffled order, then their compiled train functions call by
+call; the ratios ours / Keras' are per round, on the wall clock and on the CPU
+time of the process (`CLOCKS`), which other jobs on a shared machine inflate
+less.
+
+Run `python -m benchmarks.speed` from the repository root (about 30 minutes on 2 CPU cores),
+or with `--smoke` for a check of a few seconds. On a shared machine, one thread per
+process (`TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1`) keeps the others' load
+from reshuffling TensorFlow's thread pools between rounds.
 """
 
 if not __package__:
@@ -32,6 +41,7 @@ if not __package__:
 import argparse
 import contextlib
 import dataclasses
+import functools
 import statistics
 import time
 
@@ -55,6 +65,7 @@ class SpeedConfig:
     check_rounds: int
     step_rounds: int  # rounds of `steps_per_round` bare `train_step` calls, checked vs not
     steps_per_round: int
+    parity_rounds: int  # rounds of one epoch, then of steps, of KD (ours) against Keras'
 
 
 # Rows divisible by every batch size below, so no partial batch retraces a step.
@@ -67,6 +78,7 @@ CONFIGS = {
         check_rounds=60,
         step_rounds=40,
         steps_per_round=50,
+        parity_rounds=40,
     ),
 }
 CONFIGS["smoke"] = dataclasses.replace(
@@ -77,6 +89,7 @@ CONFIGS["smoke"] = dataclasses.replace(
     check_rounds=2,
     step_rounds=2,
     steps_per_round=2,
+    parity_rounds=2,
 )
 
 
@@ -167,6 +180,24 @@ def make_runs(teacher, batch_size):
     }
 
 
+# Our KD against Keras' Distiller on equal batches: (label, ours, Keras').
+PARITY = [
+    ("KD (ours) / keras Distiller", "KD (ours)", "keras Distiller"),
+    ("KD (ours) / keras Distiller, 2x batch", "KD (ours), 2x batch", "keras Distiller, 2x batch"),
+]
+
+# Step-time ratios of `measure`: (label, numerator, denominator).
+RATIOS = [
+    ("ECL k=1 / KD (ours), same rows", "ECL k=1", "KD (ours), 2x batch"),
+    ("ECL k=2 / KD (ours), same rows", "ECL k=2", "KD (ours), 3x batch"),
+    *PARITY,
+]
+
+# The clocks of the head-to-head timing: wall time, and the CPU time of this
+# process (all its threads), which other jobs on a shared machine inflate less.
+CLOCKS = {name: getattr(time, function) for name, function in harness.CLOCKS.items()}
+
+
 def make_check_runs(runs):
     """Mode -> factory of the checked Distiller whose checks are timed, from `make_runs`'."""
     return {mode: runs[name][0] for mode, name in [("KD", "KD (ours)"), ("ECL k=1", "ECL k=1")]}
@@ -190,14 +221,19 @@ CHECK_RATIOS = {
 }
 
 
-def measure(runs, x, y, config, jit_compile):
-    """Median seconds per step of each run, interleaved over rounds."""
+def build_models(runs, x, y, jit_compile):
+    """Each run's model, built and trained for a first epoch that traces and compiles it."""
     models = {}
-    seconds = {name: [] for name in runs}
     for name, (build, batch_size, _) in runs.items():
         keras.utils.set_random_seed(0)
         models[name] = build(jit_compile)
-        models[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # trace + compile
+        models[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    return models
+
+
+def measure(models, runs, x, y, config):
+    """Median seconds per step of each run, interleaved over rounds."""
+    seconds = {name: [] for name in runs}
     for _ in range(config.rounds):
         for name, (_, batch_size, _) in runs.items():
             timer = harness.EpochTimes()  # epoch hooks keep Keras' async dispatch on
@@ -221,6 +257,52 @@ def measure(runs, x, y, config, jit_compile):
             "steps_per_s": steps / epoch_seconds,
             "epochs_timed": len(seconds[name]),
         }
+    return results
+
+
+def measure_keras_parity(models, runs, x, y, config):
+    """Per pair of `PARITY`: quartiles of the per-round ratios ours / Keras', per clock.
+
+    On the models of `build_models`, already traced. Each round runs one `fit`
+    epoch of each of the pairs' models in a shuffled order, timed on both
+    `CLOCKS`; then the bare steps are timed the same way, round by round:
+    `steps_per_round` calls of each model's own `train_function` (the compiled
+    step `fit` calls) on one batch, alternating call by call in a shuffled
+    order (`_call_seconds`).
+    """
+    rng = np.random.default_rng(0)
+    names = [name for _, *pair in PARITY for name in pair]
+    epochs = {clock: {name: [] for name in names} for clock in CLOCKS}
+    for _ in range(config.parity_rounds):
+        for name in rng.permutation(names):
+            timers = {clock: harness.EpochTimes(CLOCKS[clock]) for clock in CLOCKS}
+            batch_size = runs[name][1]
+            models[name].fit(
+                x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[*timers.values()]
+            )
+            for clock, timer in timers.items():
+                epochs[clock][name].extend(timer.times)
+    calls = {}
+    for name in names:
+        batch_size = runs[name][1]
+        batch = tf.data.Dataset.from_tensor_slices((x[:batch_size], y[:batch_size]))
+        calls[name] = functools.partial(
+            models[name].train_function, iter(batch.batch(batch_size).repeat())
+        )
+        calls[name]()  # traces for this iterator
+    steps = _call_seconds(calls, config.parity_rounds, config.steps_per_round, rng, CLOCKS)
+    results = {}
+    for label, ours, theirs in PARITY:
+        results[label] = {"batch_size": runs[ours][1]}
+        for level, seconds in [("fit", epochs), ("train_step", steps)]:
+            results[label][level] = {
+                "rounds": config.parity_rounds,
+                **{
+                    clock: _quartiles(np.array(times[ours]) / np.array(times[theirs]))
+                    for clock, times in seconds.items()
+                },
+            }
+        results[label]["train_step"]["calls_per_round"] = config.steps_per_round
     return results
 
 
@@ -265,30 +347,43 @@ def _step_seconds(model, x, y, config, rng):
     """Seconds per bare `train_step` call on one batch: median per variant and round.
 
     Each variant's `train_step` in its own `tf.function` (compiled as the model
-    is), on the same model. A call returns when its step has run, so each call
-    is timed alone; the variants alternate call by call in a shuffled order,
-    `steps_per_round` calls each per round: the step without `fit`'s per-epoch
-    and per-step Python work, whose noise hides a cost of one or two per cent.
+    is), on the same model, timed by `_call_seconds` on the wall clock: the
+    step without `fit`'s per-epoch and per-step Python work, whose noise hides
+    a cost of one or two per cent.
     """
     x, y = tf.constant(x), tf.constant(y)
     steps = {}
     for name, cls in CHECK_VARIANTS:
         own = cls or type(model)
-        steps[name] = tf.function(
+        step = tf.function(
             lambda a, b, own=own: own.train_step(model, (a, b)), jit_compile=model.jit_compile
         )
         with _traced_as(model, cls):
-            steps[name](x, y)  # traces, and compiles under XLA
-    seconds = {name: [] for name in steps}
-    for _ in range(config.step_rounds):
-        calls = {name: [] for name in steps}
-        for _ in range(config.steps_per_round):
-            for name in rng.permutation(list(steps)):
-                start = time.perf_counter()
-                steps[name](x, y)
-                calls[name].append(time.perf_counter() - start)
-        for name, times in calls.items():
-            seconds[name].append(statistics.median(times))
+            step(x, y)  # traces, and compiles under XLA
+        steps[name] = functools.partial(step, x, y)
+    clocks = {"wall": time.perf_counter}
+    return _call_seconds(steps, config.step_rounds, config.steps_per_round, rng, clocks)["wall"]
+
+
+def _call_seconds(calls, rounds, calls_per_round, rng, clocks):
+    """`{clock: {name: seconds per call}}`, the median call of each round.
+
+    A call returns when its step has run, so each call is timed alone; the
+    calls alternate one by one in a shuffled order, `calls_per_round` of each
+    per round, so that load on the machine hits them alike.
+    """
+    seconds = {clock: {name: [] for name in calls} for clock in clocks}
+    for _ in range(rounds):
+        times = {clock: {name: [] for name in calls} for clock in clocks}
+        for _ in range(calls_per_round):
+            for name in rng.permutation(list(calls)):
+                start = {clock: read() for clock, read in clocks.items()}
+                calls[name]()
+                for clock, read in clocks.items():
+                    times[clock][name].append(read() - start[clock])
+        for clock, per_name in times.items():
+            for name, values in per_name.items():
+                seconds[clock][name].append(statistics.median(values))
     return seconds
 
 
@@ -321,15 +416,7 @@ def _quartiles(values):
     return {"median": float(median), "q25": float(q25), "q75": float(q75)}
 
 
-RATIOS = [
-    ("ECL k=1 / KD (ours), same rows", "ECL k=1", "KD (ours), 2x batch"),
-    ("ECL k=2 / KD (ours), same rows", "ECL k=2", "KD (ours), 3x batch"),
-    ("KD (ours) / keras Distiller", "KD (ours)", "keras Distiller"),
-    ("KD (ours) / keras Distiller, 2x batch", "KD (ours), 2x batch", "keras Distiller, 2x batch"),
-]
-
-
-def text_table(all_results, check_costs=None):
+def text_table(all_results, check_costs=None, parity=None):
     """The timings and ratios of each jit setting as aligned text, for the console."""
     lines = []
     for jit_compile, results in all_results.items():
@@ -344,6 +431,14 @@ def text_table(all_results, check_costs=None):
             )
         for label, ratio in ratios(results).items():
             lines.append(f"  {label}: {ratio:.3f}")
+        for label, timed in (parity or {}).get(jit_compile, {}).items():
+            for level in ("fit", "train_step"):
+                for clock in CLOCKS:
+                    q = timed[level][clock]
+                    lines.append(
+                        f"  head to head ({level}, {clock}), {label}: {q['median']:.3f} "
+                        f"[{q['q25']:.3f}, {q['q75']:.3f}]"
+                    )
         for mode, cost in (check_costs or {}).get(jit_compile, {}).items():
             for level, ratios_ in [("fit", cost), ("train_step", cost.get("steps", {}))]:
                 for label, q in ratios_.items():
@@ -372,14 +467,17 @@ def main(argv=None):
     check_runs = make_check_runs(runs)
 
     jit_values = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
-    all_results, check_costs = {}, {}
+    all_results, check_costs, parity = {}, {}, {}
     for jit_compile in jit_values:
-        all_results[jit_compile] = measure(runs, x, y, config, jit_compile)
+        models = build_models(runs, x, y, jit_compile)
+        all_results[jit_compile] = measure(models, runs, x, y, config)
+        parity[jit_compile] = measure_keras_parity(models, runs, x, y, config)
+        del models
         check_costs[jit_compile] = measure_check_cost(check_runs, x, y, config, jit_compile)
-        print(text_table({jit_compile: all_results[jit_compile]}, check_costs), flush=True)
+        print(text_table({jit_compile: all_results[jit_compile]}, check_costs, parity), flush=True)
     if args.output:
-        write_results(all_results, check_costs, config, args.output, argv)
-    return all_results, check_costs
+        write_results(all_results, check_costs, parity, config, args.output, argv)
+    return all_results, check_costs, parity
 
 
 def ratios(results):
@@ -390,13 +488,15 @@ def ratios(results):
     }
 
 
-def write_results(all_results, check_costs, config, path, argv=None):
-    """The timings, their ratios, the checks' cost, the date, machine and command, as JSON."""
+def write_results(all_results, check_costs, parity, config, path, argv=None):
+    """The timings, their ratios, the head-to-head ratios with Keras, the checks' cost,
+    the date, machine and command, as JSON."""
     payload = {
         "command": cli.command_line("speed", argv),
         "config": dataclasses.asdict(config),
         "results": {str(jit): results for jit, results in all_results.items()},
         "ratios": {str(jit): ratios(results) for jit, results in all_results.items()},
+        "keras_parity": {str(jit): timed for jit, timed in parity.items()},
         "check_cost": {str(jit): costs for jit, costs in check_costs.items()},
     }
     return report.write_json(path, "speed", payload)

@@ -420,9 +420,19 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 results.update(result if isinstance(result, dict) else {metric.name: result})
         return results
 
+    def _split_rows(self, outputs, batch_size):
+        """The student's outputs (or features) on real and on synthetic rows.
+
+        Without extracurricular inputs every row is real: no slicing, whose
+        gradient would copy the outputs on every step.
+        """
+        if not self.uses_extracurricular:
+            return outputs, None
+        return _split(outputs, batch_size)
+
     def _metrics_result(self, x, y, outputs, sample_weight, batch_size):
         """Compiled metrics on the head's point prediction for real inputs."""
-        real_outputs, _ = _split(outputs, batch_size)
+        real_outputs, _ = self._split_rows(outputs, batch_size)
         y_pred = self.head.point_prediction(real_outputs)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         return compat.for_multi_worker_mean(logs)
@@ -430,7 +440,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
     def _checked_labels(self, y, outputs, batch_size):
         """The labels to use, whether all were valid, and a callable that
         records the bad ones (see `_step_checks.check_labels`)."""
-        real_outputs, _ = _split(outputs, batch_size)
+        real_outputs, _ = self._split_rows(outputs, batch_size)
         event_size = self.head.event_size(_data_checks.output_shape(real_outputs))
         return _step_checks.check_labels(self.head, y, real_outputs, event_size, self._label_record)
 
@@ -448,9 +458,8 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
                 outputs = features[objectives_lib.OUTPUTS]
                 if update == 0:  # bad labels: no update at all, and an error (StepGuard)
                     y, labels_valid, record_labels = self._checked_labels(y, outputs, batch_size)
-                loss, terms = self.objective(
-                    y, sample_weight, _split(features, batch_size), teachers, training=True
-                )
+                rows = self._split_rows(features, batch_size)
+                loss, terms = self.objective(y, sample_weight, rows, teachers, training=True)
                 scaled_loss = self.optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled_loss, variables)
             checked_loss = tf.where(labels_valid, loss, float("nan"))
@@ -470,7 +479,7 @@ class Distiller(compat.LocalBatchBuild, keras.Model):
         y, labels_valid, record_labels = self._checked_labels(y, outputs, batch_size)
         record_labels()
         loss, terms = self.objective(
-            y, sample_weight, _split(features, batch_size), teachers, training=False
+            y, sample_weight, self._split_rows(features, batch_size), teachers, training=False
         )
         loss = tf.where(labels_valid, loss, float("nan"))
         self.objective.update_trackers(terms, loss, batch_size)

@@ -195,6 +195,21 @@ def test_updates_per_batch_reuse_one_teacher_pass_for_several_student_updates():
         keras_ecl.Distiller(mlp(NUM_CLASSES), teacher, updates_per_batch=0)
 
 
+@pytest.mark.parametrize("mode, slices", [("kd", 0), ("ecl", 2)])
+def test_only_a_step_with_synthetic_inputs_slices_the_students_outputs(mode, slices):
+    # Slicing the real rows out of the student's outputs costs a copy in the
+    # gradient (StridedSliceGrad, one per part) on every step; KD's rows are all real.
+    x, y = make_data(8)
+    distiller = keras_ecl.Distiller(
+        mlp(NUM_CLASSES), mlp(NUM_CLASSES), mode=mode, selection=None, updates_per_batch=1
+    )
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    step = tf.function(lambda a, b: distiller.train_step((a, b)))
+    graph = step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
+    assert [op.type for op in graph.get_operations()].count("StridedSliceGrad") == slices
+
+
 def test_warmup_ramps_the_teacher_term_over_the_first_steps():
     x, y = make_data(64)
     options = dict(mode="kd", supervised_weight=0.3)

@@ -15,7 +15,7 @@ from benchmarks import report, speed
 def test_smoke_run_times_every_configuration(tmp_path, capsys):
     output = tmp_path / "speed.json"
     argv = ["--smoke", "--jit", "off", "--output", str(output)]
-    results, check_costs = speed.main(argv)
+    results, check_costs, parity = speed.main(argv)
     (timings,) = results.values()
     config = speed.CONFIGS["smoke"]
     assert timings["ECL k=1"]["rows_per_step"] == timings["KD (ours), 2x batch"]["batch_size"]
@@ -42,9 +42,28 @@ def test_smoke_run_times_every_configuration(tmp_path, capsys):
             for label in speed.CHECK_RATIOS:
                 q = ratios[label]
                 assert 0 < q["q25"] <= q["median"] <= q["q75"]
+    for label, ours, theirs in speed.PARITY:
+        timed = saved["keras_parity"]["False"][label]
+        assert timed == parity[False][label]
+        assert timed["batch_size"] == timings[ours]["batch_size"] == timings[theirs]["batch_size"]
+        assert timed["fit"]["rounds"] == timed["train_step"]["rounds"] == config.parity_rounds
+        assert timed["train_step"]["calls_per_round"] == config.steps_per_round
+        for level in ("fit", "train_step"):
+            for clock in speed.CLOCKS:
+                q = timed[level][clock]
+                assert 0 < q["q25"] <= q["median"] <= q["q75"], (label, level, clock)
+        assert f"head to head (train_step, cpu), {label}: " in printed
     section = report.speed_section(saved)
     assert section.startswith("## Speed")
     assert f"- ECL k=1 / KD (ours), same rows: **{ratio:.3f}**" in section
+    timed = saved["keras_parity"]["False"]["KD (ours) / keras Distiller"]
+    cells = " | ".join(
+        f"{timed['train_step'][c]['median']:.3f} "
+        f"[{timed['train_step'][c]['q25']:.3f}, {timed['train_step'][c]['q75']:.3f}]"
+        for c in ("wall", "cpu")
+    )
+    step_row = f"| False | {config.batch_size} | train_step × {config.steps_per_round} | "
+    assert step_row + f"{config.parity_rounds} | {cells} |" in section
     labels = list(speed.CHECK_RATIOS)
     assert "| mode | jit_compile | timed | rounds | " + " | ".join(labels) + " |" in section
     kd = saved["check_cost"]["False"]["KD"]
