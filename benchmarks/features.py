@@ -120,6 +120,10 @@ def main(argv=None):
         per_seed=per_seed,
         output=args.output,
         figure_title=title.split(": ", 1)[1],
+        notes=[
+            "The teacher's seconds are its training time as first measured (wall clock; "
+            "Fashion-MNIST's teachers come from the benchmark's cache)."
+        ],
     )
 
 

@@ -535,9 +535,9 @@ def finish_classification(
 
 
 CPU_CLOCK_NOTE = (
-    "; seconds are the process's CPU seconds (`--clock cpu`: one TensorFlow thread per "
-    "process, so equal to wall-clock on a quiet machine, and not inflated by other jobs "
-    "sharing it)."
+    "; seconds are the process's CPU seconds (`--clock cpu`, one TensorFlow thread per "
+    "process): time spent waiting for other jobs on the machine does not count, though "
+    "sharing the cores still slows each second somewhat, alike for every method of a run."
 )
 
 
