@@ -587,8 +587,10 @@ def test_features_smoke_run_matches_the_penultimate_layers_with_and_without_extr
     saved = json.loads((tmp_path / "features_mnist1d.json").read_text())
     assert set(saved["summary"]) == {"teacher", "KD", "KD + features", "ECL", "ECL + features"}
     assert saved["budget"]["budgets"] == [1.0, 2.0] and saved["clock"] == "wall"
-    assert len(built) == 2  # the two runs with features; KD and ECL are built by the harness
-    for (student, teacher, distiller), mode in zip(built, ("kd", "ecl"), strict=True):
+    # KD and ECL come from the harness with the head's KL alone; the other two add the term.
+    assert [d.distillation_losses is None for _, _, d in built] == [True, False, True, False]
+    with_features = [entry for entry in built if entry[2].distillation_losses is not None]
+    for (student, teacher, distiller), mode in zip(with_features, ("kd", "ecl"), strict=True):
         head_kl, term = distiller.distillation_losses
         assert isinstance(head_kl, keras_ecl.objectives.HeadKL) and distiller.mode == mode
         # The layers the heads read: the teacher's Flatten (2560) and the student's Dense 256.
@@ -596,4 +598,6 @@ def test_features_smoke_run_matches_the_penultimate_layers_with_and_without_extr
         assert term.student_layer_name == student.layers[-2].name
         assert term.projection.units == 2560
         assert distiller.distillation_loss_weights == [1.0, features.FEATURE_WEIGHT]
-    assert "ECL + features" in report.markdown_section(saved)
+    assert "student ECL + feature matching (on extracurricular inputs)" in (
+        report.markdown_section(saved)
+    )
