@@ -208,9 +208,10 @@ TEACHERS = ("trained", "calibrated", "ensemble")
 
 
 # The clock budgets and timings read: "wall" (the default) or "cpu", this
-# process's CPU seconds (all its threads), which other jobs on the machine do
-# not inflate. With one TensorFlow thread per process, the two agree on a quiet
-# machine.
+# process's CPU seconds (all its threads): time spent waiting for other jobs
+# does not count, though shared cores still slow each second (a 130 s teacher
+# took 230 CPU s under load). With one TensorFlow thread per process, the two
+# agree on a quiet machine.
 CLOCKS = {"wall": "perf_counter", "cpu": "process_time"}  # functions of `time`
 _clock = {"name": "wall"}
 
