@@ -112,15 +112,25 @@ def short_fit(distiller, x, y, jit_compile=False, epochs=2):
     must hold no Python op and no tensor of unknown shape.
     """
     if jit_compile:
-        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
+        data = static_batches(x, y)
         history = distiller.fit(data, epochs=epochs, verbose=0)
         assert_static_graph(distiller, data.element_spec)
     else:
         history = distiller.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    for key, values in history.history.items():
-        assert np.all(np.isfinite(values)), key
-    assert history.history["loss"][-1] < history.history["loss"][0] * 1.5
+    assert_trained(history.history)
     return history
+
+
+def assert_trained(logs):
+    """Every loss term of a fit's `logs` is finite and the loss did not blow up."""
+    for key, values in logs.items():
+        assert np.all(np.isfinite(values)), key
+    assert logs["loss"][-1] < logs["loss"][0] * 1.5
+
+
+def static_batches(x, y, batch_size=32):
+    """`(x, y)` as a dataset of static batches, as a TPU (and XLA) sees them."""
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
 
 
 def assert_static_graph(distiller, spec):
@@ -198,11 +208,14 @@ def two_replicas():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
-def train_under(strategy, x, y, head="categorical", outputs=None, **kwargs):
-    """Two epochs of a seeded Distiller built under `strategy`; `(logs, student weights)`."""
+def train_under(strategy, x, y, head="categorical", outputs=None, jit_compile=False, **kwargs):
+    """Two epochs of a seeded Distiller built under `strategy`; `(logs, student weights)`.
+
+    With `jit_compile=True` each replica's step is compiled by XLA.
+    """
     keras.utils.set_random_seed(0)
     with strategy.scope():
         distiller = make_distiller(head, outputs, compile=False, **kwargs)
-        distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
     history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False)
     return history.history, distiller.student.get_weights()
