@@ -332,7 +332,9 @@ def test_regression_with_a_pair_of_outputs():
         hidden = keras.layers.Dense(units, activation="relu")(inputs)
         return keras.Model(inputs, [keras.layers.Dense(1)(hidden), keras.layers.Dense(1)(hidden)])
 
-    distiller = keras_ecl.Distiller(two_outputs(4), two_outputs(16), head="normal")
+    distiller = keras_ecl.Distiller(
+        two_outputs(4), two_outputs(16), head="normal", updates_per_batch=1
+    )
     distiller.compile(optimizer="adam")
     history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
     assert np.all(np.isfinite(history.history["extracurricular_loss"]))
@@ -342,7 +344,9 @@ def test_fit_with_dataset_sample_weight_validation_and_callbacks(tmp_path):
     x, y = make_data(128)
     sample_weight = np.linspace(0.5, 1.5, len(x)).astype("float32")
     dataset = tf.data.Dataset.from_tensor_slices((x, y, sample_weight)).batch(32)
-    distiller = keras_ecl.Distiller(mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16))
+    distiller = keras_ecl.Distiller(
+        mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16), updates_per_batch=1
+    )
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     checkpoint = tmp_path / "best.keras"
     history = distiller.fit(
@@ -407,6 +411,7 @@ def test_keras_file_round_trip_restores_everything(tmp_path):
         samples_per_example=3,
         supervised_weight=0.2,
         uncertainty_weighting="variance",
+        updates_per_batch=2,  # not the default 4, and half its trace
     )
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     distiller.fit(x, y, epochs=1, verbose=0)
@@ -415,7 +420,13 @@ def test_keras_file_round_trip_restores_everything(tmp_path):
     restored = keras.saving.load_model(path)
     assert [s.alpha for s in restored.sampler.samplers] == [0.4, 1.0]
     assert [s.seed for s in restored.sampler.samplers] == [1, 2]
-    for key in ("samples_per_example", "supervised_weight", "mode", "uncertainty_weighting"):
+    for key in (
+        "samples_per_example",
+        "supervised_weight",
+        "mode",
+        "uncertainty_weighting",
+        "updates_per_batch",
+    ):
         assert getattr(restored, key) == getattr(distiller, key)
     assert restored.head.temperature == 3.0
     assert restored.sampler.probs == [0.3, 0.7]
@@ -814,7 +825,10 @@ def test_evaluate_is_repeatable_and_leaves_the_training_draws_alone():
     def train(validate):
         keras.utils.set_random_seed(0)
         distiller = keras_ecl.Distiller(
-            mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16), sampler=samplers.MixUp(seed=3)
+            mlp(NUM_CLASSES, units=4),
+            mlp(NUM_CLASSES, units=16),
+            sampler=samplers.MixUp(seed=3),
+            updates_per_batch=1,
         )
         distiller.compile(optimizer="sgd")
         values = [
@@ -909,8 +923,9 @@ def test_unseeded_sampler_follows_keras_global_seed():
         # The draws alone, from the trained sampler's next seed.
         return distiller.sampler(tf.constant(x[:8]), num_samples=2).numpy()
 
-    np.testing.assert_array_equal(run(7), run(7))
-    assert not np.allclose(run(7), run(8))
+    draws = run(7)
+    np.testing.assert_array_equal(run(7), draws)
+    assert not np.allclose(run(8), draws)
 
 
 # Mistakes real users make (issue 13): what must work, and the guard's promise.
@@ -932,7 +947,10 @@ def test_bool_labels_train_as_class_ids():
 def test_label_free_fit_with_compiled_metrics_scores_labelled_validation():
     x, y = make_data(64)
     distiller = keras_ecl.Distiller(
-        mlp(NUM_CLASSES, units=4), mlp(NUM_CLASSES, units=16), supervised_weight=0
+        mlp(NUM_CLASSES, units=4),
+        mlp(NUM_CLASSES, units=16),
+        supervised_weight=0,
+        updates_per_batch=1,
     )
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     history = distiller.fit(x, validation_data=(x, y), batch_size=16, epochs=2, verbose=0)
