@@ -298,7 +298,7 @@ def test_the_projection_trains_but_the_exported_student_is_bare(tmp_path):
 
 def test_distiller_with_feature_terms_round_trips_through_a_keras_file(tmp_path):
     x, y = testing.classification_data(n=32)
-    distiller = feature_distiller()
+    distiller = feature_distiller(updates_per_batch=1)  # a quarter of the recipe's trace
     distiller.compile(optimizer="adam")
     distiller.fit(x, y, batch_size=16, verbose=0)
     path = str(tmp_path / "distiller.keras")
@@ -374,7 +374,10 @@ def train_feature_distiller(strategy, jit_compile=False):
     x, y = testing.classification_data(n=64)
     with strategy.scope():
         distiller = feature_distiller(
-            sampler=keras_ecl.samplers.Identity(), real_weight=1.0, selection=None
+            sampler=keras_ecl.samplers.Identity(),
+            real_weight=1.0,
+            selection=None,
+            updates_per_batch=1,  # a quarter of the recipe's trace, three times
         )
         distiller.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
     history = distiller.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
