@@ -105,6 +105,7 @@ def test_every_output_is_matched_on_the_same_synthetic_inputs(jit_compile):
         head={"a": "categorical", "b": "categorical"},
         sampler=Recording(1.0),
         supervised_weight=0.0,
+        updates_per_batch=1,  # one draw a step however many updates: a quarter of the trace
     )
     distiller.compile(optimizer="sgd", jit_compile=jit_compile)
     history = distiller.fit(x, batch_size=N, epochs=2, verbose=0).history
@@ -143,6 +144,7 @@ def test_list_outputs_take_a_list_of_heads_and_labels():
         listed("teacher"),
         head=[heads.Categorical(), heads.Normal()],
         selection=None,
+        updates_per_batch=1,
     )
     distiller.compile(optimizer="sgd")
     history = distiller.fit(x, [y["class"], y["box"]], batch_size=16, epochs=1, verbose=0).history
