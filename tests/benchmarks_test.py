@@ -243,9 +243,10 @@ def test_curve_scores_every_few_epochs_stops_at_its_budget_and_excludes_scoring_
 
 
 # Each smoke run traces some ten models (about 12-16 s on 2 shared cores): all
-# four run in `make test`, none in `make test-fast`.
+# run in `make test`, none in `make test-fast`. digits runs end to end in the
+# teacher-choice smoke below (its classification students: mnist1d's here).
 @pytest.mark.large
-@pytest.mark.parametrize("name", ["friedman1", "mnist1d", "toy_regression", "digits"])
+@pytest.mark.parametrize("name", ["friedman1", "mnist1d", "toy_regression"])
 def test_smoke_run_writes_results(name, tmp_path):
     module = importlib.import_module(f"benchmarks.{name}")
     argv = ["--smoke", "--seeds", "0", "--output", str(tmp_path)]
@@ -517,7 +518,8 @@ def test_teacher_choice_smoke_run_distils_from_three_teachers(tmp_path):
     # digits --teachers: KD and ECL from the teacher, from it calibrated on the
     # validation split, and from an ensemble of 3 (the first member is the teacher).
     module = importlib.import_module("benchmarks.digits")
-    module.main(["--smoke", "--teachers", "--seeds", "0", "--output", str(tmp_path)])
+    argv = ["--smoke", "--teachers", "--seeds", "0", "--output", str(tmp_path)]
+    result = module.main(argv)
     saved = json.loads((tmp_path / "digits_teachers.json").read_text())
     teachers = {"teacher", "teacher, calibrated", "teacher, ensemble of 3"}
     methods = {m.label for m in harness.TEACHER_CHOICE_METHODS}
@@ -530,6 +532,13 @@ def test_teacher_choice_smoke_run_distils_from_three_teachers(tmp_path):
         k: v for k, v in run["models"]["teacher"].items() if k != "seconds"
     }
     assert saved["config"]["budgets"] == [1.0, 2.0]
+    # What the plain digits smoke checked of its own run (its parametrization is gone).
+    assert saved["command"] == " ".join(["python -m", "benchmarks.digits", *argv])
+    for model, scores in saved["summary"].items():
+        for values in scores.values():
+            assert all(math.isfinite(v) for v in values["values"]), model
+    section = report.markdown_section(result)
+    assert section.startswith(f"## {saved['title']}") and "± " in section
 
 
 def test_a_method_names_a_known_teacher():
