@@ -2,6 +2,7 @@
 
 import collections
 import os
+import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -51,11 +52,29 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
 
 
+# The files of the longest cases (each 50-150 s on 2 shared cores, 2026-12-07), longest first.
+LONGEST_FIRST = (
+    "multi_worker_test",
+    "colab_notebook_test",
+    "cifar100_test",
+    "speed_benchmark_test",
+    "docs_test",
+)
+
+
 def pytest_collection_modifyitems(items):
-    # `large` cases first (a stable sort): with `--dist worksteal` (the Makefile's)
-    # an idle worker takes half of the other's queue from its end, so the two
-    # share the long cases and end together, on short ones.
-    items.sort(key=lambda item: item.get_closest_marker("large") is None)
+    # `--dist worksteal` (the Makefile's) hands each worker an equal contiguous share
+    # of this list, and an idle worker then takes half of another's queue from its
+    # end. So each share starts with its part of the `large` cases, the longest
+    # first, and ends on short ones: no worker is left alone with a long case.
+    def rank(item):
+        stem = pathlib.Path(item.nodeid.split("::")[0]).stem
+        return LONGEST_FIRST.index(stem) if stem in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    large = sorted((i for i in items if i.get_closest_marker("large")), key=rank)
+    small = [i for i in items if not i.get_closest_marker("large")]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))  # set in each worker
+    items[:] = [i for k in range(workers) for i in large[k::workers] + small[k::workers]]
 
 
 @pytest.fixture(autouse=True)
