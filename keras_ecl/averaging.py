@@ -30,6 +30,14 @@ def use_moving_average(optimizer, momentum):
 
     Returns:
         Whether the optimizer now averages the weights.
+
+    Example:
+
+    ```python
+    optimizer = keras.optimizers.Adam(1e-3)
+    keras_ecl.averaging.use_moving_average(optimizer, 0.99)  # True
+    model.compile(optimizer=optimizer, loss="mse")  # fit ends with the average
+    ```
     """
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     if not isinstance(inner, keras.optimizers.Optimizer):
