@@ -107,10 +107,11 @@ class Trial:
         x, y = self.task.data
         student = getattr(model, "student", model)
 
-        def score():
-            if before_score is not None:
-                before_score(student)
-            return self.task.score(student, self.teacher)
+        def score():  # the student `fit` would leave if it ended here (weight averages in)
+            with keras_ecl.averaging.averaged_weights(model):
+                if before_score is not None:
+                    before_score(student)
+                return self.task.score(student, self.teacher)
 
         budget = None
         if epochs is not None:

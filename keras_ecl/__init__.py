@@ -8,7 +8,7 @@ inputs and on extracurricular inputs drawn around each batch
 # First: it refuses a Keras backend other than TensorFlow before Keras is imported.
 from keras_ecl import _keras_compat  # isort: skip
 
-from keras_ecl import callbacks, distribute, export, heads, losses, samplers, teachers
+from keras_ecl import averaging, callbacks, distribute, export, heads, losses, samplers, teachers
 from keras_ecl.calibration import calibrate
 from keras_ecl.distiller import Distiller
 from keras_ecl.export import export_student
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Distiller",
+    "averaging",
     "calibrate",
     "callbacks",
     "distribute",

@@ -93,7 +93,17 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
 
 @pytest.mark.parametrize(
     "module",
-    ["heads", "losses", "objectives", "samplers", "distiller", "export", "callbacks", "distribute"],
+    [
+        "heads",
+        "losses",
+        "objectives",
+        "samplers",
+        "distiller",
+        "export",
+        "callbacks",
+        "distribute",
+        "averaging",
+    ],
 )
 def test_public_docstrings_have_examples(module):
     import importlib
