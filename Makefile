@@ -38,7 +38,7 @@ benchmarks-report: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m mkdocs build --strict
 
-## Every test, on both cores (CI runs this; 17½ minutes on 2 cores on 2026-12-07, above the 10-minute goal).
+## Every test, on both cores (CI runs this; 16½ minutes of tests on 2 quiet cores on 2026-12-08, above the 10-minute goal).
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=10
 
