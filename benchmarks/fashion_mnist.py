@@ -40,8 +40,10 @@ TRAIN_ROWS = {"10pct": 6000, "full": 60000 - VALIDATION_ROWS}
 TEACHER_CACHE = os.path.join("saved_models", "benchmarks")
 
 CONFIGS = {
+    # Scored every epoch: one ECL epoch of the CNN takes a third of a unit, so scoring every
+    # second epoch left ECL's 1x figure at 0.7x (the scorings are not timed).
     "10pct": harness.TrainConfig(
-        teacher_epochs=15, student_epochs=10, batch_size=128, learning_rate=1e-3, eval_every=2
+        teacher_epochs=15, student_epochs=10, batch_size=128, learning_rate=1e-3, eval_every=1
     ),
     "full": harness.TrainConfig(
         teacher_epochs=12, student_epochs=2, batch_size=128, learning_rate=1e-3, eval_every=1
