@@ -8,8 +8,10 @@ KD (the first method) takes for `student_epochs` epochs in the same process.
 """
 
 import dataclasses
+import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -34,10 +36,26 @@ class TrainConfig:
     student_epochs: int  # KD's epochs that make one budget unit of wall-clock
     batch_size: int
     learning_rate: float
-    eval_every: int = 10  # epochs between two scorings of a student
+    # Epochs between two scorings of a student. A fraction 1/k scores k times an epoch: each
+    # epoch is then k fit epochs of `steps_per_epoch` (for students whose epoch is a budget).
+    eval_every: float = 10
     budgets: tuple[float, ...] = (1.0, 2.0, 4.0)  # in units of KD's student_epochs time
     train_rows: int | None = None
     test_rows: int | None = None
+
+    def __post_init__(self):
+        every = self.eval_every
+        whole = every >= 1 and float(every).is_integer()
+        if not (whole or (0 < every < 1 and math.isclose(1 / every, round(1 / every)))):
+            raise ValueError(
+                "`eval_every` must be a whole number of epochs or 1/k for a whole number k; "
+                f"received eval_every={every}"
+            )
+
+    @property
+    def parts_per_epoch(self):
+        """How many fit epochs make one epoch of data (1 unless `eval_every` is 1/k)."""
+        return round(1 / self.eval_every) if self.eval_every < 1 else 1
 
     def smoke(self, **changes):
         """This config with one epoch of everything (a run of seconds), and `changes`."""
@@ -102,6 +120,9 @@ class Trial:
         `targets` default to the training labels; `before_score(student)`, if
         given, runs before each scoring (e.g. to set a constant scale);
         `epochs`, if given, replaces the budget by an epoch count.
+
+        With `eval_every` 1/k each epoch is k fit epochs of a k-th of the
+        batches; Keras' iterator carries on through the data between them.
         """
         config = self.task.config
         x, y = self.task.data
@@ -120,15 +141,24 @@ class Trial:
             epochs = round(config.student_epochs * max(config.budgets))
         else:  # an epoch cap far beyond any budget, so that time alone stops it
             epochs, budget = 1000 * config.student_epochs, self.budget_seconds
-        curve = Curve(score, every=config.eval_every, budget_seconds=budget)
-        model.fit(
-            x,
-            y if targets is None else targets,
-            epochs=epochs,
-            batch_size=config.batch_size,
-            verbose=0,
-            callbacks=[curve],
-        )
+        parts = config.parts_per_epoch
+        curve = Curve(score, every=config.eval_every, budget_seconds=budget, parts=parts)
+        split = {}
+        if parts > 1:
+            split["steps_per_epoch"] = math.ceil(math.ceil(len(x) / config.batch_size) / parts)
+        with warnings.catch_warnings():
+            # The last part of an epoch whose batches `parts` does not divide is short, and
+            # Keras warns that the input "ran out of data" before starting the next pass.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(
+                x,
+                y if targets is None else targets,
+                epochs=epochs * parts,
+                batch_size=config.batch_size,
+                verbose=0,
+                callbacks=[curve],
+                **split,
+            )
         return curve
 
 
@@ -148,11 +178,15 @@ class Curve(keras.callbacks.Callback):
     `on_epoch_end`, before any scoring); the first epoch includes tracing, as
     it does for a user. Training stops at the first epoch end at or past
     `budget_seconds` (if given), which is always scored.
+
+    With `parts` > 1 each epoch of data is that many fit epochs (`every` may
+    then be 1/parts): points count epochs of data, e.g. 2.25.
     """
 
-    def __init__(self, score, every, budget_seconds=None):
+    def __init__(self, score, every, budget_seconds=None, parts=1):
         super().__init__()
-        self.score, self.every, self.budget_seconds = score, every, budget_seconds
+        self.score, self.budget_seconds, self.parts = score, budget_seconds, parts
+        self.every = round(every * parts)  # in fit epochs
         self.seconds, self.points = 0.0, []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -160,9 +194,9 @@ class Curve(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds += clock() - self.start
-        self.epochs = epoch + 1
+        self.epochs = (epoch + 1) / self.parts if self.parts > 1 else epoch + 1
         over = self.budget_seconds is not None and self.seconds >= self.budget_seconds
-        if self.epochs % self.every == 0 or over:
+        if (epoch + 1) % self.every == 0 or over:
             self.points.append({"epoch": self.epochs, "seconds": self.seconds, **self.score()})
         if over:
             self.model.stop_training = True
@@ -310,7 +344,9 @@ def run_seed(task, seed):
         curves[method.label] = result.curve.points
         trained[method.label] = result.student
         extra.update(result.extra)
-        progress(task.name, seed, f"{method.label} ({final['epoch']} epochs)", models[method.label])
+        progress(
+            task.name, seed, f"{method.label} ({final['epoch']:g} epochs)", models[method.label]
+        )
     result = {"models": models, "curves": curves, "budget_unit_seconds": unit, **extra}
     return {**result, **reports}, trained
 

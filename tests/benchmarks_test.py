@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -240,6 +241,46 @@ def test_curve_scores_every_few_epochs_stops_at_its_budget_and_excludes_scoring_
     budgeted = harness.Curve(score, every=100, budget_seconds=1e-9)
     model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=50, verbose=0, callbacks=[budgeted])
     assert [p["epoch"] for p in budgeted.points] == [1]  # stopped at the first epoch end
+
+
+def test_a_fractional_eval_every_scores_within_epochs_and_walks_through_the_data():
+    import keras
+
+    def config(eval_every):
+        return harness.TrainConfig(
+            teacher_epochs=1,
+            student_epochs=1,
+            batch_size=2,
+            learning_rate=0.1,
+            eval_every=eval_every,
+        )
+
+    for bad in (0.3, 1.5, 0):
+        message = rf"1/k for a whole number k; received eval_every={bad}"
+        with pytest.raises(ValueError, match=message):
+            config(bad)
+    assert config(0.25).parts_per_epoch == 4 and config(3).parts_per_epoch == 1
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.arange(10, dtype="float32")[:, None]  # 5 batches of 2: halves of 3 and 2 batches
+    task = harness.Task(
+        name="fake",
+        data=(x, x),
+        teacher=None,
+        make_student=None,
+        runs=None,
+        config=config(0.5),
+        score=lambda student, teacher: {"steps": int(student.optimizer.iterations)},
+        methods=(),
+    )
+    trial = harness.Trial(task=task, seed=0, runs={}, teacher=None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Your input ran out of data")
+        curve = trial.fit(model, epochs=2)
+    # Each half epoch is scored; the short second half ends a pass, the next starts afresh.
+    steps = [(p["epoch"], p["steps"]) for p in curve.points]
+    assert steps == [(0.5, 3), (1.0, 5), (1.5, 8), (2.0, 10)]
+    assert curve.seconds_at(1) == curve.points[1]["seconds"]
 
 
 # Each smoke run traces some ten models (about 12-16 s on 2 shared cores): all
