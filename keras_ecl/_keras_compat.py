@@ -264,6 +264,21 @@ def seed_generators(layer):
     return list(generators.values())
 
 
+def moving_averages(optimizer):
+    """`(variable, average)` pairs of an optimizer built with `use_ema=True`, else `[]`.
+
+    Keras 3.15 keeps the averages in the private `_model_variables_moving_average`,
+    in the order of the private `_trainable_variables` it was built with, and
+    writes them into the weights only when `fit` ends
+    (`finalize_variable_values`); nothing public reads them mid-training.
+    """
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        return []
+    pairs = zip(optimizer._trainable_variables, averages, strict=True)
+    return [(variable, average) for variable, average in pairs if average is not None]
+
+
 def set_initial_epoch(model, epoch):
     """Makes the next `fit` start at `epoch`, as Keras' `BackupAndRestore` does.
 

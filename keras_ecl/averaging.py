@@ -11,6 +11,8 @@ import contextlib
 
 import keras
 
+from keras_ecl import _keras_compat as compat
+
 __all__ = ["averaged_weights", "use_moving_average"]
 
 
@@ -72,17 +74,15 @@ def averaged_weights(model):
     """
     optimizer = getattr(model, "optimizer", None)
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    averages = getattr(inner, "_model_variables_moving_average", None)
-    if not getattr(inner, "use_ema", False) or not averages or int(inner.iterations) == 0:
+    pairs = compat.moving_averages(inner) if inner is not None else []
+    if not pairs or int(inner.iterations) == 0:
         yield model
         return
-    variables = inner._trainable_variables
-    saved = [variable.numpy() for variable in variables]
+    saved = [variable.numpy() for variable, _ in pairs]
     try:
-        for variable, average in zip(variables, averages, strict=True):
-            if average is not None:
-                variable.assign(average)
+        for variable, average in pairs:
+            variable.assign(average)
         yield model
     finally:
-        for variable, value in zip(variables, saved, strict=True):
+        for (variable, _), value in zip(pairs, saved, strict=True):
             variable.assign(value)

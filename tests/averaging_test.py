@@ -88,6 +88,18 @@ def test_the_users_own_average_and_a_zero_momentum_are_kept():
     assert not off.optimizer.use_ema
 
 
+def test_only_an_optimizer_not_yet_built_is_made_to_average():
+    distiller = erm(0.5)
+    built = keras.optimizers.SGD(0.5)
+    built.build(distiller.student.trainable_variables)
+    distiller.compile(optimizer=built)  # its state has no averages to match: left as it is
+    assert distiller.optimizer is built and not built.use_ema
+    x, y = testing.classification_data(32)
+    fit_steps(distiller, x, y, 1)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.5))  # a fresh one for the recompile
+    assert (distiller.optimizer.use_ema, distiller.optimizer.ema_momentum) == (True, 0.5)
+
+
 def test_mixed_precision_averages_through_the_loss_scale_optimizer():
     keras.config.set_dtype_policy("mixed_float16")
     try:

@@ -215,6 +215,20 @@ def test_set_initial_epoch_moves_the_start_of_the_next_fit():
     assert history.epoch == [2]
 
 
+def test_moving_averages_pair_each_weight_with_the_average_fit_leaves():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5)
+    model.compile(optimizer=optimizer, loss="mse")
+    assert compat.moving_averages(keras.optimizers.SGD(0.1)) == []
+    x, y = np.ones((4, 2), "float32"), np.zeros((4, 1), "float32")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # one step, then finalize
+    pairs = compat.moving_averages(optimizer)
+    assert [id(variable) for variable, _ in pairs] == [id(v) for v in model.trainable_variables]
+    # At the end of fit Keras wrote each average into its weight.
+    for variable, average in pairs:
+        np.testing.assert_array_equal(variable.numpy(), average.numpy())
+
+
 def test_backup_hooks_replace_keras_private_save_and_load(tmp_path):
     # The "still needed" half is resume_test's
     # test_keras_own_callback_cannot_resume_after_the_same_kill.
