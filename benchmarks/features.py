@@ -22,8 +22,6 @@ import dataclasses
 import os
 import tempfile
 
-import keras
-
 import keras_ecl
 from benchmarks import cli, fashion_mnist, harness, mnist1d
 
@@ -40,25 +38,24 @@ def penultimate(model):
 
 
 def with_features(run_name):
-    """`train(trial)` of run `run_name` plus a feature term on the penultimate layers.
-
-    The student is built first (seeded as `harness.build_distiller` seeds it), as
-    layer names count up within a session and are known only then.
-    """
+    """`train(trial)` of run `run_name` plus a feature term on the penultimate layers."""
 
     def train(trial):
-        options = dict(trial.runs[run_name])
-        keras.utils.set_random_seed(trial.seed)
-        student = trial.task.make_student()
-        head = keras_ecl.heads.get(options.get("head", "categorical"))
-        options["distillation_losses"] = [
-            keras_ecl.objectives.HeadKL(head),
-            keras_ecl.objectives.FeatureMatching(penultimate(trial.teacher), penultimate(student)),
-        ]
-        options["distillation_loss_weights"] = [1.0, FEATURE_WEIGHT]
-        distiller = keras_ecl.Distiller(student, trial.teacher, **options)
-        distiller.compile(optimizer=keras.optimizers.Adam(trial.task.config.learning_rate))
-        return harness.Trained(student, trial.fit(distiller))
+        def options(student):
+            options = trial.runs[run_name]
+            head = keras_ecl.heads.get(options.get("head", "categorical"))
+            teacher_layer, student_layer = penultimate(trial.teacher), penultimate(student)
+            return {
+                **options,
+                "distillation_losses": [
+                    keras_ecl.objectives.HeadKL(head),
+                    keras_ecl.objectives.FeatureMatching(teacher_layer, student_layer),
+                ],
+                "distillation_loss_weights": [1.0, FEATURE_WEIGHT],
+            }
+
+        distiller = trial.distiller(options)
+        return harness.Trained(distiller.student, trial.fit(distiller))
 
     return train
 

@@ -681,9 +681,15 @@ def timed_fit(model, x, y, epochs, batch_size, **kwargs):
 
 
 def build_distiller(make_student, teacher, options, *, learning_rate, seed):
-    """A compiled `keras_ecl.Distiller` around a fresh student seeded by `seed`."""
+    """A compiled `keras_ecl.Distiller` around a fresh student seeded by `seed`.
+
+    `options` are the Distiller's, or `options(student)` returns them for
+    options that name the student's layers (known only once it is built).
+    """
     keras.utils.set_random_seed(seed)
-    distiller = keras_ecl.Distiller(make_student(), teacher, **options)
+    student = make_student()
+    options = options(student) if callable(options) else options
+    distiller = keras_ecl.Distiller(student, teacher, **options)
     distiller.compile(optimizer=keras.optimizers.Adam(learning_rate))
     return distiller
 
