@@ -46,7 +46,7 @@ class TrainConfig:
     def __post_init__(self):
         every = self.eval_every
         whole = every >= 1 and float(every).is_integer()
-        if not (whole or (0 < every < 1 and math.isclose(1 / every, round(1 / every)))):
+        if not (whole or (0 < every < 1 and math.isclose(every * self.parts_per_epoch, 1))):
             raise ValueError(
                 "`eval_every` must be a whole number of epochs or 1/k for a whole number k; "
                 f"received eval_every={every}"

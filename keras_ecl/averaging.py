@@ -74,7 +74,7 @@ def averaged_weights(model):
     """
     optimizer = getattr(model, "optimizer", None)
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    pairs = compat.moving_averages(inner) if inner is not None else []
+    pairs = compat.moving_averages(inner)  # [] without an optimizer or an average
     if not pairs or int(inner.iterations) == 0:
         yield model
         return
